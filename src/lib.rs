@@ -1,0 +1,90 @@
+//! utskick: notify every customer affected by a personal-data breach by email, with a
+//! delivery journal that stays true through crashes, Ctrl-C, dropped connections and a
+//! relay's quota. `run` is the whole program; `main.rs` only maps its result to an exit code.
+
+pub mod cli;
+pub mod config;
+pub mod exit_codes;
+pub mod mailing;
+pub mod message;
+pub mod output;
+pub mod preview;
+pub mod private;
+pub mod recipients;
+pub mod render;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit_codes::ExitCode;
+use crate::output::Output;
+
+/// Why a command could not do its job, by the exit code it leads to.
+#[derive(Debug, thiserror::Error)]
+pub enum Fail {
+    /// Bad invocation, config, CSV, template or journal: nothing was sent (exit 2).
+    #[error("{0:#}")]
+    Input(anyhow::Error),
+    /// Cannot go on: connection, authentication, lock, disk (exit 1).
+    #[error("{0:#}")]
+    Fatal(anyhow::Error),
+}
+
+impl Fail {
+    /// The exit code it leads to.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Fail::Input(_) => ExitCode::BadInput,
+            Fail::Fatal(_) => ExitCode::Fatal,
+        }
+    }
+}
+
+/// Turns an `anyhow::Result` into a `Fail` of the right kind.
+pub trait ResultExt<T> {
+    /// The error is the operator's input (exit 2).
+    fn input(self) -> Result<T, Fail>;
+    /// The error is fatal (exit 1).
+    fn fatal(self) -> Result<T, Fail>;
+}
+
+impl<T> ResultExt<T> for anyhow::Result<T> {
+    fn input(self) -> Result<T, Fail> {
+        self.map_err(Fail::Input)
+    }
+    fn fatal(self) -> Result<T, Fail> {
+        self.map_err(Fail::Fatal)
+    }
+}
+
+/// Runs the parsed command line and returns the exit code; errors are printed here.
+pub fn run(cli: Cli) -> ExitCode {
+    let out = Output::new(cli.quiet, cli.verbose);
+    match dispatch(cli, &out) {
+        Ok(code) => code,
+        Err(fail) => {
+            out.error(&format!("{fail}"));
+            fail.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
+    let load = || Config::load(&cli.config).input();
+    match &cli.command {
+        Command::Preview(args) => preview::run(load()?, args, out),
+        Command::Completions(args) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "utskick", &mut std::io::stdout());
+            Ok(ExitCode::Success)
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|e| Fail::Fatal(anyhow::anyhow!("cannot write the man page: {e}")))?;
+            Ok(ExitCode::Success)
+        }
+        _ => Err(Fail::Input(anyhow::anyhow!("not built yet"))),
+    }
+}
