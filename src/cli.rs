@@ -14,7 +14,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "utskick", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
     /// The config file; paths inside it are relative to its folder.
-    #[arg(long, short = 'c', global = true, value_name = "PATH", default_value = "config.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "PATH",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
 
     /// Print less: only errors and the final summary.
@@ -34,7 +40,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write a ready config, templates and example CSV into a new folder.
-    #[command(after_help = "Example:\n  utskick init incident-2026\n  cd incident-2026 && utskick preview")]
+    #[command(
+        after_help = "Example:\n  utskick init incident-2026\n  cd incident-2026 && utskick preview"
+    )]
     Init(InitArgs),
 
     /// Validate every row, render every message and write them to a folder to read; sends nothing.
@@ -46,19 +54,27 @@ pub enum Command {
     Check,
 
     /// Deliver the notice to every recipient not yet sent.
-    #[command(after_help = "Examples:\n  utskick send --test-to me@example.se --limit 3\n  utskick send\n  utskick send --yes   # unattended, no question asked")]
+    #[command(
+        after_help = "Examples:\n  utskick send --test-to me@example.se --limit 3\n  utskick send\n  utskick send --yes   # unattended, no question asked"
+    )]
     Send(SendArgs),
 
     /// Show where the mailing stands, from the journal and the CSV.
-    #[command(after_help = "Examples:\n  utskick status\n  utskick status --failed-csv brev.csv --report utskick-rapport.md")]
+    #[command(
+        after_help = "Examples:\n  utskick status\n  utskick status --failed-csv brev.csv --report utskick-rapport.md"
+    )]
     Status(StatusArgs),
 
     /// Book the delivery reports (bounces) that came back after the relay accepted a message.
-    #[command(after_help = "Examples:\n  utskick bounces ~/Downloads/bounces.mbox\n  utskick bounces --imap --move-to Processed")]
+    #[command(
+        after_help = "Examples:\n  utskick bounces ~/Downloads/bounces.mbox\n  utskick bounces --imap --move-to Processed"
+    )]
     Bounces(BouncesArgs),
 
     /// Deliver again to recipients whose delivery failed transiently or is unknown.
-    #[command(after_help = "Examples:\n  utskick retry\n  utskick retry --permanent   # after correcting addresses in the CSV")]
+    #[command(
+        after_help = "Examples:\n  utskick retry\n  utskick retry --permanent   # after correcting addresses in the CSV"
+    )]
     Retry(RetryArgs),
 
     /// Print shell completions.

@@ -618,7 +618,9 @@ pub fn parse_mailbox(text: &str) -> Result<Mailbox> {
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 fn parse_security(text: &str, what: &str) -> Result<Security> {
@@ -630,7 +632,11 @@ fn parse_security(text: &str, what: &str) -> Result<Security> {
     }
 }
 
-fn secret_source(env: &Option<String>, command: &Option<String>, what: &str) -> Result<SecretSource> {
+fn secret_source(
+    env: &Option<String>,
+    command: &Option<String>,
+    what: &str,
+) -> Result<SecretSource> {
     match (env, command) {
         (Some(_), Some(_)) => bail!("{what}: set password_env or password_command, not both"),
         (Some(e), None) => Ok(SecretSource::Env(e.clone())),
@@ -661,7 +667,9 @@ fn check_smtp(raw: &RawSmtp, dir: &Path) -> Result<Smtp> {
         AuthMethod::None => None,
         AuthMethod::Xoauth2 => match &raw.token_command {
             Some(c) => Some(SecretSource::Command(c.clone())),
-            None => bail!("[smtp] auth = \"xoauth2\" needs token_command (a command printing an access token)"),
+            None => bail!(
+                "[smtp] auth = \"xoauth2\" needs token_command (a command printing an access token)"
+            ),
         },
         AuthMethod::Plain | AuthMethod::Login => Some(secret_source(
             &raw.password_env,
@@ -787,10 +795,12 @@ fn toml_to_json(value: toml::Value) -> serde_json::Value {
         toml::Value::Float(f) => serde_json::Value::from(f),
         toml::Value::Boolean(b) => serde_json::Value::Bool(b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(
-            t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect(),
-        ),
+        toml::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(toml_to_json).collect())
+        }
+        toml::Value::Table(t) => {
+            serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
     }
 }
 
@@ -821,7 +831,13 @@ path = "r.csv"
         assert_eq!(c.recipients.path, Path::new("/x/r.csv"));
         assert_eq!(c.journal.path, Path::new("/x/delivery-log.jsonl"));
         assert_eq!(c.templates_dir, Path::new("/x/templates"));
-        assert_eq!(c.sending.rate, Rate { count: 30, per: Duration::from_secs(60) });
+        assert_eq!(
+            c.sending.rate,
+            Rate {
+                count: 30,
+                per: Duration::from_secs(60)
+            }
+        );
         assert_eq!(c.sending.max_attempts, 3);
         assert_eq!(c.sender.domain, "example.se");
         assert_eq!(c.sender.reply_to.email.to_string(), "dataskydd@example.se");
@@ -863,7 +879,10 @@ path = "r.csv"
         let text = MINIMAL.replace("127.0.0.1", "smtp.example.se");
         let err = parse(&text).unwrap_err();
         assert!(format!("{err:#}").contains("unencrypted"));
-        let allowed = text.replace("security = \"none\"", "security = \"none\"\nallow_insecure = true");
+        let allowed = text.replace(
+            "security = \"none\"",
+            "security = \"none\"\nallow_insecure = true",
+        );
         assert!(parse(&allowed).is_ok());
     }
 
@@ -879,7 +898,10 @@ path = "r.csv"
 
     #[test]
     fn wrong_type_and_missing_section() {
-        let msg = format!("{:#}", parse(&MINIMAL.replace("port = 2525", "port = \"x\"")).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            parse(&MINIMAL.replace("port = 2525", "port = \"x\"")).unwrap_err()
+        );
         assert!(msg.contains("port") || msg.contains("integer"), "{msg}");
         let msg = format!("{:#}", parse("campaign = \"a\"\n").unwrap_err());
         assert!(msg.contains("sender"), "{msg}");
@@ -889,7 +911,10 @@ path = "r.csv"
     fn auth_needs_user_and_secret_source() {
         let text = MINIMAL.replace("auth = \"none\"", "auth = \"plain\"");
         assert!(format!("{:#}", parse(&text).unwrap_err()).contains("username"));
-        let text = text.replace("auth = \"plain\"", "auth = \"plain\"\nusername = \"u\"\npassword_env = \"P\"");
+        let text = text.replace(
+            "auth = \"plain\"",
+            "auth = \"plain\"\nusername = \"u\"\npassword_env = \"P\"",
+        );
         let c = parse(&text).expect("valid");
         assert_eq!(c.smtp.secret, Some(SecretSource::Env("P".into())));
         let x = MINIMAL.replace("auth = \"none\"", "auth = \"xoauth2\"\nusername = \"u\"");

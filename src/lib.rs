@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit_codes;
+pub mod journal;
 pub mod mailing;
 pub mod message;
 pub mod output;

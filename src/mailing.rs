@@ -50,7 +50,10 @@ impl Preflight {
         let mut lines: Vec<String> = self.scan.errors.iter().map(Diagnostic::to_string).collect();
         let shown_errors = self.scan.errors.len() as u64;
         if self.scan.invalid > shown_errors && shown_errors >= 10_000 {
-            lines.push(format!("... and {} more invalid rows", self.scan.invalid - shown_errors));
+            lines.push(format!(
+                "... and {} more invalid rows",
+                self.scan.invalid - shown_errors
+            ));
         }
         for (msg, (line, rows)) in &self.render_errors {
             if *rows > 1 {
@@ -82,7 +85,11 @@ impl Mailing {
     /// Renders and builds one recipient's message.
     pub fn prepare(&self, recipient: &Recipient, date: SystemTime) -> Result<(Rendered, Built)> {
         let rendered = self.templates.render(recipient)?;
-        let id = message::message_id(&self.config.campaign, &recipient.key, &self.config.sender.domain);
+        let id = message::message_id(
+            &self.config.campaign,
+            &recipient.key,
+            &self.config.sender.domain,
+        );
         let built = message::build(&self.config, recipient, &rendered, &id, None, date)?;
         Ok((rendered, built))
     }

@@ -89,7 +89,10 @@ pub fn build(
     if to.is_some() {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Utskick-Test"),
-            format!("test delivery of the notice for key {}", one_line(&recipient.key)),
+            format!(
+                "test delivery of the notice for key {}",
+                one_line(&recipient.key)
+            ),
         ));
     }
     let message = match &rendered.html {
@@ -157,7 +160,10 @@ mod tests {
 
     fn headers(bytes: &[u8]) -> String {
         let text = String::from_utf8_lossy(bytes);
-        text.split("\r\n\r\n").next().unwrap_or_default().to_string()
+        text.split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     #[test]
@@ -175,13 +181,23 @@ mod tests {
     fn headers_of_the_contract() {
         let c = config();
         let id = message_id("c-1", "1042", "example.se");
-        let b = build(&c, &recipient("Åsa Öberg"), &rendered(), &id, None, SystemTime::UNIX_EPOCH)
-            .expect("builds");
+        let b = build(
+            &c,
+            &recipient("Åsa Öberg"),
+            &rendered(),
+            &id,
+            None,
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("builds");
         let h = headers(&b.bytes);
         assert!(h.contains(&format!("Message-ID: {id}")), "{h}");
         assert!(h.contains("Auto-Submitted: auto-generated"), "{h}");
         assert!(h.contains("Content-Language: sv"), "{h}");
-        assert!(h.contains("Subject: Viktig information om dina personuppgifter =?utf-8?b?"), "subject RFC 2047: {h}");
+        assert!(
+            h.contains("Subject: Viktig information om dina personuppgifter =?utf-8?b?"),
+            "subject RFC 2047: {h}"
+        );
         assert!(h.contains("Reply-To: dataskydd@example.se"), "{h}");
         assert!(h.contains("Date: Thu, 01 Jan 1970"), "{h}");
         assert!(h.contains("multipart/alternative"), "{h}");
@@ -196,8 +212,15 @@ mod tests {
     fn header_injection_through_name_is_impossible() {
         let c = config();
         let evil = "Anna\r\nBcc: evil@example.com\r\nX-Evil: 1";
-        let b = build(&c, &recipient(evil), &rendered(), "<x@example.se>", None, SystemTime::UNIX_EPOCH)
-            .expect("builds");
+        let b = build(
+            &c,
+            &recipient(evil),
+            &rendered(),
+            "<x@example.se>",
+            None,
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("builds");
         let h = headers(&b.bytes);
         for line in h.split("\r\n") {
             assert!(!line.starts_with("Bcc:"), "{h}");
@@ -205,9 +228,20 @@ mod tests {
         }
         let mut r = rendered();
         r.subject = "Hej\r\nBcc: evil@example.com".into();
-        let b = build(&c, &recipient("A"), &r, "<x@example.se>", None, SystemTime::UNIX_EPOCH)
-            .expect("builds");
-        assert!(!headers(&b.bytes).split("\r\n").any(|l| l.starts_with("Bcc:")));
+        let b = build(
+            &c,
+            &recipient("A"),
+            &r,
+            "<x@example.se>",
+            None,
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("builds");
+        assert!(
+            !headers(&b.bytes)
+                .split("\r\n")
+                .any(|l| l.starts_with("Bcc:"))
+        );
     }
 
     #[test]
@@ -215,8 +249,15 @@ mod tests {
         let c = config();
         let mut r = rendered();
         r.html = None;
-        let b = build(&c, &recipient(""), &r, "<x@example.se>", Some("me@example.se"), SystemTime::UNIX_EPOCH)
-            .expect("builds");
+        let b = build(
+            &c,
+            &recipient(""),
+            &r,
+            "<x@example.se>",
+            Some("me@example.se"),
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("builds");
         let h = headers(&b.bytes);
         assert!(h.contains("Content-Type: text/plain; charset=utf-8"), "{h}");
         assert!(h.contains("To: me@example.se"), "{h}");

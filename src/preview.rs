@@ -71,7 +71,10 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     if pre.rendered == 0 {
         return Err(Fail::Input(anyhow::anyhow!("no recipient can be sent")));
     }
-    out.info(&format!("open {} in a browser to read the messages", dir.join("index.html").display()));
+    out.info(&format!(
+        "open {} in a browser to read the messages",
+        dir.join("index.html").display()
+    ));
     Ok(ExitCode::Success)
 }
 
@@ -92,12 +95,15 @@ fn prepare_dir(dir: &Path) -> Result<()> {
                 dir.display()
             );
         }
-        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
             let path = entry?.path();
             let ours = path.extension().is_some_and(|e| e == "eml")
                 || path.file_name().is_some_and(|n| n == "index.html");
             if ours {
-                std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
             }
         }
         private::restrict_dir(dir)?;
@@ -129,7 +135,10 @@ impl Index {
             "{}",
             INDEX_HEAD
                 .replace("{{TITLE}}", &html_escape(&title))
-                .replace("{{FROM}}", &html_escape(&mailing.config.sender.from.to_string()))
+                .replace(
+                    "{{FROM}}",
+                    &html_escape(&mailing.config.sender.from.to_string())
+                )
         )?;
         Ok(index)
     }
@@ -158,7 +167,8 @@ impl Index {
             self.file.write_all(b",\n")?;
         }
         self.first = false;
-        self.file.write_all(script_safe(&entry.to_string()).as_bytes())?;
+        self.file
+            .write_all(script_safe(&entry.to_string()).as_bytes())?;
         Ok(())
     }
 
@@ -268,7 +278,10 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(script_safe("\"</script>\""), "\"\\u003c/script>\"");
     }
 }

@@ -188,10 +188,15 @@ impl CsvSource {
         let (sha256, utf8_ok, first_bytes, has_nul) =
             hash_and_sniff(file).with_context(|| format!("{shown}: cannot read"))?;
         if first_bytes.is_empty() {
-            bail!("{shown}:1: the file is empty: expected a header row with an {:?} column", cfg.email_column);
+            bail!(
+                "{shown}:1: the file is empty: expected a header row with an {:?} column",
+                cfg.email_column
+            );
         }
         if first_bytes.starts_with(&[0xFF, 0xFE]) || first_bytes.starts_with(&[0xFE, 0xFF]) {
-            bail!("{shown}:1: the file is UTF-16 (Excel's \"Unicode text\"): save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\"");
+            bail!(
+                "{shown}:1: the file is UTF-16 (Excel's \"Unicode text\"): save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
+            );
         }
         if has_nul {
             bail!("{shown}: the file holds NUL bytes: it is not a CSV text file");
@@ -200,7 +205,9 @@ impl CsvSource {
         let encoding = match cfg.encoding {
             CsvEncoding::Utf8 => {
                 if !utf8_ok {
-                    bail!("{shown}: encoding = \"utf-8\" is set but the file is not valid UTF-8 (Excel on Windows writes windows-1252)");
+                    bail!(
+                        "{shown}: encoding = \"utf-8\" is set but the file is not valid UTF-8 (Excel on Windows writes windows-1252)"
+                    );
                 }
                 Encoding::Utf8 { bom }
             }
@@ -270,16 +277,29 @@ impl CsvSource {
         let mut reader = self.csv_reader()?;
         let headers = reader
             .headers()
-            .map_err(|e| anyhow::anyhow!("{}:1: cannot read the header row: {}", self.shown, csv_error_text(&e)))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:1: cannot read the header row: {}",
+                    self.shown,
+                    csv_error_text(&e)
+                )
+            })?
             .clone();
         self.headers = headers.iter().map(|h| h.trim().to_string()).collect();
         let mut problems = Vec::new();
         let mut seen = HashSet::new();
         for (i, h) in self.headers.iter().enumerate() {
             if h.is_empty() {
-                problems.push(format!("{}:1: column {}: the header has no name", self.shown, i + 1));
+                problems.push(format!(
+                    "{}:1: column {}: the header has no name",
+                    self.shown,
+                    i + 1
+                ));
             } else if !seen.insert(h.as_str()) {
-                problems.push(format!("{}:1: column {h}: appears twice in the header", self.shown));
+                problems.push(format!(
+                    "{}:1: column {h}: appears twice in the header",
+                    self.shown
+                ));
             }
         }
         let find = |name: &str| self.headers.iter().position(|h| h == name);
@@ -376,7 +396,10 @@ impl CsvSource {
                     err(
                         &mut scan,
                         col,
-                        format!("field is {} bytes long; at most {MAX_FIELD_BYTES} are accepted", field.len()),
+                        format!(
+                            "field is {} bytes long; at most {MAX_FIELD_BYTES} are accepted",
+                            field.len()
+                        ),
                     );
                 }
             }
@@ -398,7 +421,11 @@ impl CsvSource {
                         None
                     } else if k.chars().any(char::is_control) {
                         let col = self.headers[i].clone();
-                        err(&mut scan, Some(&col), "the key holds a control character".to_string());
+                        err(
+                            &mut scan,
+                            Some(&col),
+                            "the key holds a control character".to_string(),
+                        );
                         None
                     } else {
                         Some(k.to_string())
@@ -477,7 +504,12 @@ impl CsvSource {
             })?;
         }
         if scan.rows == 0 {
-            scan.push(self.diag(1, None, "the file has a header but no recipients".to_string(), Severity::Error));
+            scan.push(self.diag(
+                1,
+                None,
+                "the file has a header but no recipients".to_string(),
+                Severity::Error,
+            ));
         }
         Ok(scan)
     }
@@ -503,11 +535,19 @@ impl CsvSource {
     pub fn raw_key(&self, record: &csv::StringRecord) -> Option<String> {
         match self.key_idx {
             Some(i) => Some(record.get(i)?.trim().to_string()).filter(|k| !k.is_empty()),
-            None => normalize_email(record.get(self.email_idx)?).ok().map(|e| e.to_lowercase()),
+            None => normalize_email(record.get(self.email_idx)?)
+                .ok()
+                .map(|e| e.to_lowercase()),
         }
     }
 
-    fn diag(&self, line: u64, column: Option<&str>, message: String, severity: Severity) -> Diagnostic {
+    fn diag(
+        &self,
+        line: u64,
+        column: Option<&str>,
+        message: String,
+        severity: Severity,
+    ) -> Diagnostic {
         Diagnostic {
             file: self.shown.clone(),
             line,
@@ -530,7 +570,9 @@ fn hash128(hasher: &std::collections::hash_map::RandomState, s: &str) -> u128 {
 fn csv_error_text(e: &csv::Error) -> String {
     match e.kind() {
         csv::ErrorKind::Utf8 { .. } => "the text is not valid UTF-8".to_string(),
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("has {len} fields but the header has {expected_len}")
         }
         csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
@@ -580,7 +622,11 @@ fn hash_and_sniff(mut file: File) -> std::io::Result<(String, bool, Vec<u8>, boo
     if first.starts_with(&[0xFF, 0xFE]) || first.starts_with(&[0xFE, 0xFF]) {
         has_nul = false;
     }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((hex, utf8_ok, first, has_nul))
 }
 
@@ -647,7 +693,9 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         ));
     }
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{shown} is not a valid address: it contains a space"));
+        return Err(format!(
+            "{shown} is not a valid address: it contains a space"
+        ));
     }
     if text.contains(',') || text.contains(';') {
         return Err(format!("{shown} holds more than one address; one per row"));
@@ -662,7 +710,9 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         return Err(format!("{shown} is not a valid address: no domain after @"));
     }
     if local.contains('@') || local.contains('"') {
-        return Err(format!("{shown} is not a valid address: quoted or several @ are not accepted"));
+        return Err(format!(
+            "{shown} is not a valid address: quoted or several @ are not accepted"
+        ));
     }
     if !local.is_ascii() {
         return Err(format!(
@@ -670,17 +720,28 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         ));
     }
     if local.len() > 64 {
-        return Err(format!("{shown} is not a valid address: more than 64 characters before @"));
+        return Err(format!(
+            "{shown} is not a valid address: more than 64 characters before @"
+        ));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err(format!("{shown} is not a valid address: a dot at the start or end of the name, or two dots"));
+        return Err(format!(
+            "{shown} is not a valid address: a dot at the start or end of the name, or two dots"
+        ));
     }
     const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~.";
-    if let Some(bad) = local.chars().find(|c| !c.is_ascii_alphanumeric() && !ATEXT.contains(*c)) {
-        return Err(format!("{shown} is not a valid address: {bad:?} is not allowed before @"));
+    if let Some(bad) = local
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !ATEXT.contains(*c))
+    {
+        return Err(format!(
+            "{shown} is not a valid address: {bad:?} is not allowed before @"
+        ));
     }
     if domain.ends_with('.') {
-        return Err(format!("{shown} is not a valid address: the domain ends with a dot"));
+        return Err(format!(
+            "{shown} is not a valid address: the domain ends with a dot"
+        ));
     }
     let ascii = if domain.is_ascii() {
         domain.to_ascii_lowercase()
@@ -695,26 +756,39 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         }
     };
     if ascii.len() > 253 {
-        return Err(format!("{shown} is not a valid address: the domain is too long"));
+        return Err(format!(
+            "{shown} is not a valid address: the domain is too long"
+        ));
     }
     let labels: Vec<&str> = ascii.split('.').collect();
     if labels.len() < 2 {
-        return Err(format!("{shown} is not a valid address: the domain {domain:?} has no dot (example.se)"));
+        return Err(format!(
+            "{shown} is not a valid address: the domain {domain:?} has no dot (example.se)"
+        ));
     }
     for label in &labels {
         if label.is_empty() {
-            return Err(format!("{shown} is not a valid address: the domain has an empty part (two dots)"));
+            return Err(format!(
+                "{shown} is not a valid address: the domain has an empty part (two dots)"
+            ));
         }
         if label.len() > 63
             || label.starts_with('-')
             || label.ends_with('-')
             || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
-            return Err(format!("{shown} is not a valid address: {label:?} is not a valid part of a domain"));
+            return Err(format!(
+                "{shown} is not a valid address: {label:?} is not a valid part of a domain"
+            ));
         }
     }
-    if labels.last().is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit())) {
-        return Err(format!("{shown} is not a valid address: the domain ends in a number"));
+    if labels
+        .last()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!(
+            "{shown} is not a valid address: the domain ends in a number"
+        ));
     }
     Ok(format!("{local}@{ascii}"))
 }
@@ -723,7 +797,13 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
 pub fn file_stem(key: &str, name: &str) -> String {
     let mut out: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     let slug = slug(name);
@@ -801,7 +881,9 @@ mod tests {
 
     #[test]
     fn utf8_comma() {
-        let (rows, scan) = scan_all(b"id,name,email,affected\n1,\xc3\x85sa \xc3\x96berg,asa@example.se,namn|adress\n");
+        let (rows, scan) = scan_all(
+            b"id,name,email,affected\n1,\xc3\x85sa \xc3\x96berg,asa@example.se,namn|adress\n",
+        );
         assert_eq!(scan.errors, vec![]);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].name, "Åsa Öberg");
@@ -820,17 +902,24 @@ mod tests {
         assert!(scan.errors.is_empty(), "{:?}", scan.errors);
         assert_eq!(rows[0].key, "7");
         assert_eq!(rows[0].name, "Per-Erik");
-        assert_eq!(rows[0].fields[0].0, "id", "BOM must not stick to the first header");
+        assert_eq!(
+            rows[0].fields[0].0, "id",
+            "BOM must not stick to the first header"
+        );
     }
 
     #[test]
     fn windows_1252_detected() {
         // "Åsa Öberg" in Windows-1252: C5 73 61 20 D6 62 65 72 67
-        let (rows, scan) = scan_all(b"id;name;email;affected\n1;\xc5sa \xd6berg;asa@example.se;namn\n");
+        let (rows, scan) =
+            scan_all(b"id;name;email;affected\n1;\xc5sa \xd6berg;asa@example.se;namn\n");
         assert!(scan.errors.is_empty(), "{:?}", scan.errors);
         assert_eq!(rows[0].name, "Åsa Öberg");
         let f = write(b"id;name;email;affected\n1;\xc5sa;a@example.se;x\n");
-        assert_eq!(CsvSource::open(&cfg(f.path())).expect("opens").encoding, Encoding::Windows1252);
+        assert_eq!(
+            CsvSource::open(&cfg(f.path())).expect("opens").encoding,
+            Encoding::Windows1252
+        );
     }
 
     #[test]
@@ -852,7 +941,10 @@ mod tests {
             rows[0].field("address"),
             Some(&FieldValue::Text("Storgatan 1\n123 45 Storstad".into()))
         );
-        assert_eq!(rows[1].line, 4, "line where the record starts, after a 2-line record");
+        assert_eq!(
+            rows[1].line, 4,
+            "line where the record starts, after a 2-line record"
+        );
         assert_eq!(rows[1].name, "Sm\"ed");
     }
 
@@ -875,7 +967,11 @@ mod tests {
         );
         assert_eq!(rows.len(), 2);
         assert_eq!(scan.errors.len(), 1);
-        assert!(scan.errors[0].to_string().contains(":3: column id: key \"1\" appears again: first on line 2"));
+        assert!(
+            scan.errors[0]
+                .to_string()
+                .contains(":3: column id: key \"1\" appears again: first on line 2")
+        );
         assert_eq!(scan.warnings.len(), 1);
         assert!(scan.warnings[0].to_string().contains(":4: column email:"));
     }
@@ -884,15 +980,23 @@ mod tests {
     fn missing_columns_named() {
         let f = write(b"id,namn,epost\n1,A,a@example.se\n");
         let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
-        assert!(msg.contains(":1: column email: missing from the header"), "{msg}");
+        assert!(
+            msg.contains(":1: column email: missing from the header"),
+            "{msg}"
+        );
         assert!(msg.contains("column affected"), "{msg}");
     }
 
     #[test]
     fn field_count_mismatch() {
-        let (_, scan) = scan_all(b"id,name,email,affected\n1,A,a@example.se\n2,B,b@example.se,x,extra\n");
+        let (_, scan) =
+            scan_all(b"id,name,email,affected\n1,A,a@example.se\n2,B,b@example.se,x,extra\n");
         assert_eq!(scan.invalid, 2);
-        assert!(scan.errors[0].to_string().contains(":2: has 3 fields but the header has 4"));
+        assert!(
+            scan.errors[0]
+                .to_string()
+                .contains(":2: has 3 fields but the header has 4")
+        );
         assert!(scan.errors[1].to_string().contains(":3: has 5 fields"));
     }
 
@@ -921,17 +1025,38 @@ mod tests {
             Ok(())
         })
         .expect("scan");
-        assert_eq!(keys, vec![("anna@example.se".into(), "Anna@example.se".into())]);
+        assert_eq!(
+            keys,
+            vec![("anna@example.se".into(), "Anna@example.se".into())]
+        );
     }
 
     #[test]
     fn addresses() {
-        assert_eq!(normalize_email(" a.b+c@Example.SE ").as_deref(), Ok("a.b+c@example.se"));
-        assert_eq!(normalize_email("kund@räksmörgås.se").as_deref(), Ok("kund@xn--rksmrgs-5wao1o.se"));
+        assert_eq!(
+            normalize_email(" a.b+c@Example.SE ").as_deref(),
+            Ok("a.b+c@example.se")
+        );
+        assert_eq!(
+            normalize_email("kund@räksmörgås.se").as_deref(),
+            Ok("kund@xn--rksmrgs-5wao1o.se")
+        );
         for bad in [
-            "", "anna", "anna@", "@example.se", "a b@example.se", "a@example", "a@example.se.",
-            "Anna <a@example.se>", "a@example.se (Anna)", ".a@example.se", "a..b@example.se",
-            "a@-x.se", "åsa@example.se", "a@example.se\r\nBcc: x@y.se", "a@b@example.se",
+            "",
+            "anna",
+            "anna@",
+            "@example.se",
+            "a b@example.se",
+            "a@example",
+            "a@example.se.",
+            "Anna <a@example.se>",
+            "a@example.se (Anna)",
+            ".a@example.se",
+            "a..b@example.se",
+            "a@-x.se",
+            "åsa@example.se",
+            "a@example.se\r\nBcc: x@y.se",
+            "a@b@example.se",
             "a@example.123",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
@@ -940,7 +1065,10 @@ mod tests {
 
     #[test]
     fn one_line_strips_header_breakers() {
-        assert_eq!(one_line("Anna\r\nBcc: evil@example.com"), "Anna Bcc: evil@example.com");
+        assert_eq!(
+            one_line("Anna\r\nBcc: evil@example.com"),
+            "Anna Bcc: evil@example.com"
+        );
         assert_eq!(one_line("  a\t\tb \u{2028} c "), "a b c");
     }
 

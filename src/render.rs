@@ -123,14 +123,28 @@ impl Templates {
         };
         let subject = one_line(&run(SUBJECT)?);
         if subject.is_empty() {
-            bail!("{}: the subject renders empty", self.dir.join(SUBJECT).display());
+            bail!(
+                "{}: the subject renders empty",
+                self.dir.join(SUBJECT).display()
+            );
         }
         let text = run(BODY_TEXT)?;
         if text.trim().is_empty() {
-            bail!("{}: the body renders empty", self.dir.join(BODY_TEXT).display());
+            bail!(
+                "{}: the body renders empty",
+                self.dir.join(BODY_TEXT).display()
+            );
         }
-        let html = if self.has_html { Some(run(BODY_HTML)?) } else { None };
-        Ok(Rendered { subject, text, html })
+        let html = if self.has_html {
+            Some(run(BODY_HTML)?)
+        } else {
+            None
+        };
+        Ok(Rendered {
+            subject,
+            text,
+            html,
+        })
     }
 }
 
@@ -163,18 +177,36 @@ fn tera_error_line(e: &tera::Error, dir: &Path) -> String {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 const WEEKDAYS: [&str; 7] = [
-    "måndagen", "tisdagen", "onsdagen", "torsdagen", "fredagen", "lördagen", "söndagen",
+    "måndagen",
+    "tisdagen",
+    "onsdagen",
+    "torsdagen",
+    "fredagen",
+    "lördagen",
+    "söndagen",
 ];
 const MONTHS: [&str; 12] = [
-    "januari", "februari", "mars", "april", "maj", "juni", "juli", "augusti", "september",
-    "oktober", "november", "december",
+    "januari",
+    "februari",
+    "mars",
+    "april",
+    "maj",
+    "juni",
+    "juli",
+    "augusti",
+    "september",
+    "oktober",
+    "november",
+    "december",
 ];
 
 /// `2023-10-06` → `fredagen den 6 oktober 2023`; without the weekday: `6 oktober 2023`.
@@ -248,14 +280,42 @@ mod tests {
 
     #[test]
     fn swedish_dates() {
-        assert_eq!(svensk_datum("2023-10-06", true).as_deref(), Ok("fredagen den 6 oktober 2023"));
-        assert_eq!(svensk_datum("2023-10-07", true).as_deref(), Ok("lördagen den 7 oktober 2023"));
-        assert_eq!(svensk_datum("2023-10-08", true).as_deref(), Ok("söndagen den 8 oktober 2023"));
-        assert_eq!(svensk_datum("2023-10-02", true).as_deref(), Ok("måndagen den 2 oktober 2023"));
-        assert_eq!(svensk_datum("2024-02-29", false).as_deref(), Ok("29 februari 2024"));
-        assert_eq!(svensk_datum("2000-01-01", true).as_deref(), Ok("lördagen den 1 januari 2000"));
-        assert_eq!(svensk_datum("2026-11-26T14:00:00Z", true).as_deref(), Ok("torsdagen den 26 november 2026"));
-        for bad in ["2023-02-29", "2023-13-01", "6 okt", "", "2023-1-6", "2023-00-10"] {
+        assert_eq!(
+            svensk_datum("2023-10-06", true).as_deref(),
+            Ok("fredagen den 6 oktober 2023")
+        );
+        assert_eq!(
+            svensk_datum("2023-10-07", true).as_deref(),
+            Ok("lördagen den 7 oktober 2023")
+        );
+        assert_eq!(
+            svensk_datum("2023-10-08", true).as_deref(),
+            Ok("söndagen den 8 oktober 2023")
+        );
+        assert_eq!(
+            svensk_datum("2023-10-02", true).as_deref(),
+            Ok("måndagen den 2 oktober 2023")
+        );
+        assert_eq!(
+            svensk_datum("2024-02-29", false).as_deref(),
+            Ok("29 februari 2024")
+        );
+        assert_eq!(
+            svensk_datum("2000-01-01", true).as_deref(),
+            Ok("lördagen den 1 januari 2000")
+        );
+        assert_eq!(
+            svensk_datum("2026-11-26T14:00:00Z", true).as_deref(),
+            Ok("torsdagen den 26 november 2026")
+        );
+        for bad in [
+            "2023-02-29",
+            "2023-13-01",
+            "6 okt",
+            "",
+            "2023-1-6",
+            "2023-00-10",
+        ] {
             assert!(svensk_datum(bad, true).is_err(), "{bad}");
         }
     }
@@ -264,8 +324,11 @@ mod tests {
     fn filter_in_a_template() {
         let mut tera = Tera::new();
         tera.register_filter("svensk_datum", svensk_datum_filter);
-        tera.add_raw_template("t", "{{ d | svensk_datum }} / {{ d | svensk_datum(veckodag=false) }}")
-            .expect("compiles");
+        tera.add_raw_template(
+            "t",
+            "{{ d | svensk_datum }} / {{ d | svensk_datum(veckodag=false) }}",
+        )
+        .expect("compiles");
         let mut ctx = tera::Context::new();
         ctx.insert("d", "2023-10-03");
         assert_eq!(

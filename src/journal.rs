@@ -1,0 +1,1061 @@
+//! The delivery journal: the system of record of who was told.
+//!
+//! JSON Lines, append-only, one event a line, mode 0600. A recipient's state is its latest
+//! event. The writer holds a lock so one journal has one writer, cuts a torn tail (a crash
+//! mid-write) before it appends, and commits in groups on its own thread: an attempt is
+//! durable (written and `fdatasync`ed) before the message's DATA goes out, and an outcome is
+//! durable before the run counts it. If the journal cannot be written, sending stops at
+//! once: no message may go out without a durable attempt.
+//!
+//! Beyond the contract's events this journal has `unknown` (the connection was lost after
+//! DATA: the outcome cannot be known), `deferred` (the relay, not the recipient, refused:
+//! back to pending) and `end` (how a run ended).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{Fail, ResultExt};
+
+/// A recipient's state, from its latest event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// No event yet.
+    Pending,
+    /// The relay accepted the message.
+    Sent,
+    /// A transient failure (4xx, connection lost before DATA).
+    FailedTransient,
+    /// A permanent failure (5xx).
+    FailedPermanent,
+    /// An attempt with no outcome: the process died, or the connection was lost after DATA.
+    Unknown,
+    /// A permanent delivery report came back after the relay accepted it.
+    Bounced,
+}
+
+impl State {
+    /// The contract's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sent => "sent",
+            State::FailedTransient => "failed-transient",
+            State::FailedPermanent => "failed-permanent",
+            State::Unknown => "unknown",
+            State::Bounced => "bounced",
+        }
+    }
+
+    /// Every state, in display order.
+    pub const ALL: [State; 6] = [
+        State::Sent,
+        State::FailedPermanent,
+        State::Bounced,
+        State::FailedTransient,
+        State::Unknown,
+        State::Pending,
+    ];
+}
+
+/// The timestamp format of the journal: RFC 3339, UTC, milliseconds (sorts as text).
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Now, as a journal timestamp.
+pub fn now() -> String {
+    timestamp(SystemTime::now())
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A new run id: time and process, unique enough for one journal.
+pub fn new_run_id() -> String {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", t.as_millis(), std::process::id())
+}
+
+/// How a failure is classed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Worth retrying.
+    Transient,
+    /// Will not get better by retrying.
+    Permanent,
+}
+
+/// An event as written. Field order follows the contract's examples.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Event {
+    /// A run began.
+    Run {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Campaign.
+        campaign: String,
+        /// `send` or `retry`.
+        command: String,
+        /// SHA-256 of the CSV.
+        recipients_sha256: String,
+        /// SHA-256 of the templates.
+        templates_sha256: String,
+        /// `host:port`.
+        relay: String,
+        /// A `--test-to` run.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// A delivery is about to start (durable before DATA).
+    Attempt {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Recipient address (or the test address).
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// Attempt number within the run.
+        attempt: u32,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// The relay accepted the message.
+    Sent {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// Reply code.
+        code: u16,
+        /// Reply text.
+        reply: String,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// The relay refused the message for this recipient.
+    Failed {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// Reply code (none when the connection was lost).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        /// Enhanced status code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        enhanced: Option<String>,
+        /// Reply text or what went wrong.
+        reply: String,
+        /// Transient or permanent.
+        class: Class,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// The connection was lost or timed out after DATA: the outcome cannot be known.
+    Unknown {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// What happened.
+        reason: String,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// The relay refused for a reason of its own (rate, quota): back to pending.
+    Deferred {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// Reply code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        /// Reply text.
+        reply: String,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
+    /// A delivery report came back.
+    Bounced {
+        /// When it was booked.
+        ts: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID of our message.
+        message_id: String,
+        /// Enhanced status, e.g. 5.1.1.
+        status: String,
+        /// The remote server's diagnostic.
+        diagnostic: String,
+        /// Which report (its id), so that the same one is booked once.
+        source: String,
+        /// Permanent (state `bounced`) or transient (a delay: no state change).
+        class: Class,
+    },
+    /// How a run ended.
+    End {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// `complete`, `interrupted`, `stopped: ...`.
+        outcome: String,
+    },
+}
+
+impl Event {
+    fn key(&self) -> Option<&str> {
+        match self {
+            Event::Attempt { key, .. }
+            | Event::Sent { key, .. }
+            | Event::Failed { key, .. }
+            | Event::Unknown { key, .. }
+            | Event::Deferred { key, .. }
+            | Event::Bounced { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// One line as read: every field optional, strings borrowed where possible.
+#[derive(Debug, Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    ts: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    run: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    email: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    campaign: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    command: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    recipients_sha256: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    templates_sha256: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    relay: Option<Cow<'a, str>>,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(borrow, default)]
+    reply: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    class: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    diagnostic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    outcome: Option<Cow<'a, str>>,
+    #[serde(default)]
+    test: bool,
+}
+
+/// What the journal says about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The state.
+    pub state: State,
+    /// The address last used.
+    pub email: String,
+    /// The Message-ID last used.
+    pub message_id: String,
+    /// The latest reply code, for failures.
+    pub code: Option<u16>,
+    /// The latest reply or reason, for anything but `sent`.
+    pub reason: Option<String>,
+    /// Attempts over all runs.
+    pub attempts: u32,
+    /// When the latest event happened.
+    pub ts: String,
+}
+
+/// One run, as the journal tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Run {
+    /// Run id.
+    pub run: String,
+    /// `send` or `retry`.
+    pub command: String,
+    /// Campaign.
+    pub campaign: String,
+    /// Relay.
+    pub relay: String,
+    /// CSV hash.
+    pub recipients_sha256: String,
+    /// Templates hash.
+    pub templates_sha256: String,
+    /// A `--test-to` run.
+    pub test: bool,
+    /// First event.
+    pub started: String,
+    /// Last event.
+    pub ended: String,
+    /// Messages the relay accepted in this run.
+    pub sent: u64,
+    /// Failures booked in this run.
+    pub failed: u64,
+    /// How it ended, when it said so.
+    pub outcome: Option<String>,
+}
+
+/// The whole journal, read.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Per key, the latest state.
+    pub recipients: HashMap<String, Recipient>,
+    /// The runs in order.
+    pub runs: Vec<Run>,
+    /// Events read.
+    pub events: u64,
+    /// Test deliveries accepted by the relay.
+    pub test_sent: u64,
+    /// Whether bytes after the last newline were ignored.
+    pub torn_tail: bool,
+    /// Bounce reports already booked: `source` + key.
+    pub bounces_booked: HashSet<String>,
+    /// Delay reports booked.
+    pub delays: u64,
+    /// Timestamps of non-test `sent` events in the last 24 hours, counted.
+    pub sent_last_24h: u64,
+}
+
+impl Journal {
+    /// Reads the journal; a missing file is an empty journal. A torn tail is ignored; any
+    /// other malformed line is an error naming its line (exit 2).
+    pub fn read(path: &Path) -> Result<Journal, Fail> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
+            Err(e) => return Err(Fail::Input(anyhow!("cannot read journal {}: {e}", path.display()))),
+        };
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Fail::Input(anyhow!(
+                "journal {} is a folder: [journal] path must name a file",
+                path.display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        BufReader::new(file)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Fail::Input(anyhow!("cannot read journal {}: {e}", path.display())))?;
+        Journal::parse(&bytes, &path.display().to_string()).input()
+    }
+
+    /// Parses journal bytes (`shown` names the file in errors).
+    pub fn parse(bytes: &[u8], shown: &str) -> Result<Journal> {
+        let mut j = Journal::default();
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => &bytes[..0],
+        };
+        j.torn_tail = complete.len() < bytes.len();
+        let cutoff = timestamp(SystemTime::now() - std::time::Duration::from_secs(24 * 3600));
+        let mut run_index: HashMap<String, usize> = HashMap::new();
+        for (n, raw) in complete.split(|&b| b == b'\n').enumerate() {
+            let line_no = n + 1;
+            if raw.is_empty() || raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let line: Line = serde_json::from_slice(raw).map_err(|e| {
+                if n == 0 {
+                    anyhow!("{shown}:1: this is not an utskick journal ({e})")
+                } else {
+                    anyhow!("{shown}:{line_no}: malformed journal line: {e}")
+                }
+            })?;
+            j.events += 1;
+            let need = |v: &Option<Cow<str>>, field: &str| -> Result<String> {
+                v.as_deref()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("{shown}:{line_no}: {} event without {field}", line.event))
+            };
+            let ts = line.ts.as_deref().unwrap_or("").to_string();
+            if let Some(r) = line.run.as_deref().and_then(|r| run_index.get(r)) {
+                let run = &mut j.runs[*r];
+                if ts > run.ended {
+                    run.ended = ts.clone();
+                }
+            }
+            match line.event.as_ref() {
+                "run" => {
+                    let id = need(&line.run, "run")?;
+                    run_index.insert(id.clone(), j.runs.len());
+                    j.runs.push(Run {
+                        run: id,
+                        command: line.command.as_deref().unwrap_or("").to_string(),
+                        campaign: need(&line.campaign, "campaign")?,
+                        relay: line.relay.as_deref().unwrap_or("").to_string(),
+                        recipients_sha256: line.recipients_sha256.as_deref().unwrap_or("").into(),
+                        templates_sha256: line.templates_sha256.as_deref().unwrap_or("").into(),
+                        test: line.test,
+                        started: ts.clone(),
+                        ended: ts,
+                        sent: 0,
+                        failed: 0,
+                        outcome: None,
+                    });
+                }
+                "end" => {
+                    if let Some(r) = line.run.as_deref().and_then(|r| run_index.get(r)) {
+                        j.runs[*r].outcome = line.outcome.as_deref().map(str::to_string);
+                    }
+                }
+                event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred") => {
+                    let key = need(&line.key, "key")?;
+                    let email = need(&line.email, "email")?;
+                    let message_id = need(&line.message_id, "message_id")?;
+                    let run = line.run.as_deref().and_then(|r| run_index.get(r)).copied();
+                    if line.test {
+                        if event == "sent" {
+                            j.test_sent += 1;
+                        }
+                        continue;
+                    }
+                    let reason = line
+                        .reply
+                        .as_deref()
+                        .or(line.reason.as_deref())
+                        .map(str::to_string);
+                    let state = match event {
+                        "attempt" => State::Unknown,
+                        "sent" => {
+                            if let Some(r) = run {
+                                j.runs[r].sent += 1;
+                            }
+                            if ts >= cutoff {
+                                j.sent_last_24h += 1;
+                            }
+                            State::Sent
+                        }
+                        "failed" => {
+                            if let Some(r) = run {
+                                j.runs[r].failed += 1;
+                            }
+                            match line.class.as_deref() {
+                                Some("transient") => State::FailedTransient,
+                                Some("permanent") => State::FailedPermanent,
+                                other => bail!(
+                                    "{shown}:{line_no}: failed event with class {other:?}: expected transient or permanent"
+                                ),
+                            }
+                        }
+                        "unknown" => State::Unknown,
+                        _ => State::Pending,
+                    };
+                    let entry = j.recipients.entry(key).or_insert_with(|| Recipient {
+                        state: State::Pending,
+                        email: String::new(),
+                        message_id: String::new(),
+                        code: None,
+                        reason: None,
+                        attempts: 0,
+                        ts: String::new(),
+                    });
+                    if event == "attempt" {
+                        entry.attempts += 1;
+                    }
+                    entry.state = state;
+                    entry.email = email;
+                    entry.message_id = message_id;
+                    entry.ts = ts;
+                    if state == State::Sent {
+                        entry.code = line.code;
+                        entry.reason = None;
+                    } else if event != "attempt" {
+                        entry.code = line.code;
+                        entry.reason = reason;
+                    } else {
+                        entry.code = None;
+                        entry.reason = Some("attempt without outcome: the process stopped during delivery".into());
+                    }
+                }
+                "bounced" => {
+                    let key = need(&line.key, "key")?;
+                    let source = need(&line.source, "source")?;
+                    j.bounces_booked.insert(format!("{source}\u{0}{key}"));
+                    match line.class.as_deref() {
+                        Some("permanent") => {
+                            let entry = j.recipients.entry(key).or_insert_with(|| Recipient {
+                                state: State::Pending,
+                                email: String::new(),
+                                message_id: String::new(),
+                                code: None,
+                                reason: None,
+                                attempts: 0,
+                                ts: String::new(),
+                            });
+                            entry.state = State::Bounced;
+                            entry.email = need(&line.email, "email")?;
+                            entry.code = None;
+                            entry.reason = Some(format!(
+                                "{} {}",
+                                line.status.as_deref().unwrap_or(""),
+                                line.diagnostic.as_deref().unwrap_or("")
+                            ));
+                            entry.ts = ts;
+                        }
+                        Some("transient") => j.delays += 1,
+                        other => bail!(
+                            "{shown}:{line_no}: bounced event with class {other:?}: expected transient or permanent"
+                        ),
+                    }
+                }
+                other => bail!(
+                    "{shown}:{line_no}: unknown event type {other:?}: this journal was written by a newer utskick or edited by hand"
+                ),
+            }
+        }
+        Ok(j)
+    }
+
+    /// The state of a key (`pending` when the journal has no event for it).
+    pub fn state(&self, key: &str) -> State {
+        self.recipients.get(key).map_or(State::Pending, |r| r.state)
+    }
+
+    /// The campaigns named by the runs.
+    pub fn campaigns(&self) -> Vec<&str> {
+        let mut c: Vec<&str> = self.runs.iter().map(|r| r.campaign.as_str()).collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    /// Template hashes of earlier real (not test) runs that differ from `current`.
+    pub fn other_templates(&self, current: &str) -> Vec<&Run> {
+        self.runs
+            .iter()
+            .filter(|r| !r.test && !r.templates_sha256.is_empty() && r.templates_sha256 != current)
+            .collect()
+    }
+}
+
+type Ticket = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
+enum Msg {
+    Line(Vec<u8>, Option<tokio::sync::oneshot::Sender<Result<(), String>>>),
+    Close(std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// The single writer of a journal: holds the lock, appends with group commit.
+pub struct Writer {
+    tx: std::sync::mpsc::Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    broken: Arc<AtomicBool>,
+    path: PathBuf,
+    _lock: File,
+}
+
+/// The lock file beside the journal.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+impl Writer {
+    /// Locks and opens the journal for appending, cutting a torn tail. Returns the warning
+    /// to show when a tail was cut.
+    pub fn open(path: &Path) -> Result<(Writer, Option<String>), Fail> {
+        if path.is_dir() {
+            return Err(Fail::Input(anyhow!(
+                "journal {} is a folder: [journal] path must name a file",
+                path.display()
+            )));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            crate::private::create_dir(parent).fatal()?;
+        }
+        // The rest of the program must survive a write beyond RLIMIT_FSIZE as an error.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        let lock_file = lock_path(path);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_file)
+            .with_context(|| format!("cannot open the journal's lock file {}", lock_file.display()))
+            .fatal()?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = lock.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(Fail::Fatal(anyhow!(
+                    "journal {} is locked by another utskick (pid {})",
+                    path.display(),
+                    if pid.is_empty() { "unknown" } else { pid }
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Fail::Fatal(anyhow!("cannot lock journal {}: {e}", path.display())));
+            }
+        }
+        let _ = lock.set_len(0);
+        let _ = lock.write_all(format!("{}\n", std::process::id()).as_bytes());
+
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open journal {} for writing", path.display()))
+            .fatal()?;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+        let warning = cut_torn_tail(&mut file, path).fatal()?;
+        let broken = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let thread_broken = broken.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || commit_loop(file, rx, thread_broken))
+            .with_context(|| "cannot start the journal writer".to_string())
+            .fatal()?;
+        Ok((
+            Writer {
+                tx,
+                thread: Some(thread),
+                broken,
+                path: path.to_path_buf(),
+                _lock: lock,
+            },
+            warning,
+        ))
+    }
+
+    /// Queues an event; the ticket resolves once it is durable.
+    pub fn append(&self, event: &Event) -> Ticket {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut line = match serde_json::to_vec(event) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(format!("cannot encode a journal event: {e}")));
+                return rx;
+            }
+        };
+        line.push(b'\n');
+        if let Err(std::sync::mpsc::SendError(Msg::Line(_, Some(tx)))) = self.tx.send(Msg::Line(line, Some(tx))) {
+            let _ = tx.send(Err("the journal writer has stopped".into()));
+        }
+        rx
+    }
+
+    /// Appends and waits until the event is durable.
+    pub async fn append_durable(&self, event: &Event) -> Result<()> {
+        let ticket = self.append(event);
+        match ticket.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow!("cannot write journal {}: {e}", self.path.display())),
+            Err(_) => Err(anyhow!("cannot write journal {}: writer stopped", self.path.display())),
+        }
+    }
+
+    /// Appends and waits, from synchronous code.
+    pub fn append_blocking(&self, event: &Event) -> Result<()> {
+        match self.append(event).blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow!("cannot write journal {}: {e}", self.path.display())),
+            Err(_) => Err(anyhow!("cannot write journal {}: writer stopped", self.path.display())),
+        }
+    }
+
+    /// Whether a write has failed (no further delivery may start).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    /// Flushes everything queued and stops the writer.
+    pub fn close(mut self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = self.tx.send(Msg::Close(tx)).is_ok();
+        let result = if sent {
+            rx.recv().unwrap_or_else(|_| Err("writer stopped".into()))
+        } else {
+            Err("writer stopped".into())
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        result.map_err(|e| anyhow!("cannot write journal {}: {e}", self.path.display()))
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // Find the last newline, reading backwards in blocks.
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut keep = 0u64;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if keep == len {
+        return Ok(None);
+    }
+    file.set_len(keep)
+        .with_context(|| format!("cannot cut the torn tail of journal {}", path.display()))?;
+    file.sync_data()?;
+    Ok(Some(format!(
+        "journal {}: cut {} bytes after the last complete line (a crash in mid-write)",
+        path.display(),
+        len - keep
+    )))
+}
+
+fn commit_loop(mut file: File, rx: std::sync::mpsc::Receiver<Msg>, broken: Arc<AtomicBool>) {
+    let mut failure: Option<String> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Line(line, tx) => {
+                    buf.extend_from_slice(&line);
+                    if let Some(tx) = tx {
+                        waiters.push(tx);
+                    }
+                }
+                Msg::Close(tx) => {
+                    close = Some(tx);
+                    break;
+                }
+            }
+            if buf.len() > 1 << 20 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            let result = match &failure {
+                Some(f) => Err(f.clone()),
+                None => file
+                    .write_all(&buf)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = &result {
+                failure.get_or_insert_with(|| e.clone());
+                broken.store(true, Ordering::SeqCst);
+            }
+            buf.clear();
+            for w in waiters.drain(..) {
+                let _ = w.send(result.clone());
+            }
+        }
+        if let Some(tx) = close {
+            let _ = tx.send(match &failure {
+                Some(f) => Err(f.clone()),
+                None => Ok(()),
+            });
+            return;
+        }
+    }
+}
+
+/// Convenience: the key of an event (for tests and archives).
+pub fn event_key(e: &Event) -> Option<&str> {
+    e.key()
+}
+
+/// Reads journal lines for tools that want the raw events (tests, `status --json`).
+pub fn lines(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if let Ok(v) = serde_json::from_str(&line) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(key: &str, run: &str) -> Event {
+        Event::Attempt {
+            ts: now(),
+            run: run.into(),
+            key: key.into(),
+            email: format!("{key}@example.se"),
+            message_id: format!("<c.{key}@example.se>"),
+            attempt: 1,
+            test: false,
+        }
+    }
+
+    fn sent(key: &str, run: &str) -> Event {
+        Event::Sent {
+            ts: now(),
+            run: run.into(),
+            key: key.into(),
+            email: format!("{key}@example.se"),
+            message_id: format!("<c.{key}@example.se>"),
+            code: 250,
+            reply: "2.0.0 Ok".into(),
+            test: false,
+        }
+    }
+
+    fn run_event(run: &str, templates: &str, test: bool) -> Event {
+        Event::Run {
+            ts: now(),
+            run: run.into(),
+            campaign: "c".into(),
+            command: "send".into(),
+            recipients_sha256: "r".into(),
+            templates_sha256: templates.into(),
+            relay: "127.0.0.1:25".into(),
+            test,
+        }
+    }
+
+    fn text(events: &[Event]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            out.extend(serde_json::to_vec(e).expect("json"));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn contract_shape() {
+        let line = serde_json::to_string(&sent("1042", "R")).expect("json");
+        assert!(line.starts_with("{\"event\":\"sent\",\"ts\":"), "{line}");
+        assert!(line.contains("\"code\":250"));
+        assert!(!line.contains("test"));
+    }
+
+    #[test]
+    fn states_from_latest_event() {
+        let mut events = vec![run_event("R", "t", false)];
+        events.push(attempt("a", "R"));
+        events.push(sent("a", "R"));
+        events.push(attempt("b", "R"));
+        events.push(attempt("c", "R"));
+        events.push(Event::Failed {
+            ts: now(),
+            run: "R".into(),
+            key: "c".into(),
+            email: "c@example.se".into(),
+            message_id: "<c>".into(),
+            code: Some(550),
+            enhanced: Some("5.1.1".into()),
+            reply: "no such user".into(),
+            class: Class::Permanent,
+            test: false,
+        });
+        events.push(attempt("d", "R"));
+        events.push(Event::Deferred {
+            ts: now(),
+            run: "R".into(),
+            key: "d".into(),
+            email: "d@example.se".into(),
+            message_id: "<d>".into(),
+            code: Some(421),
+            reply: "slow down".into(),
+            test: false,
+        });
+        let j = Journal::parse(&text(&events), "j").expect("parses");
+        assert_eq!(j.state("a"), State::Sent);
+        assert_eq!(j.state("b"), State::Unknown);
+        assert_eq!(j.state("c"), State::FailedPermanent);
+        assert_eq!(j.state("d"), State::Pending);
+        assert_eq!(j.state("zzz"), State::Pending);
+        assert_eq!(j.recipients["c"].code, Some(550));
+        assert_eq!(j.runs[0].sent, 1);
+        assert_eq!(j.runs[0].failed, 1);
+        assert_eq!(j.sent_last_24h, 1);
+    }
+
+    #[test]
+    fn test_sends_change_no_state_and_do_not_count_for_templates() {
+        let mut t = attempt("a", "T");
+        if let Event::Attempt { test, .. } = &mut t {
+            *test = true;
+        }
+        let mut s = sent("a", "T");
+        if let Event::Sent { test, .. } = &mut s {
+            *test = true;
+        }
+        let j = Journal::parse(&text(&[run_event("T", "old", true), t, s]), "j").expect("parses");
+        assert_eq!(j.state("a"), State::Pending);
+        assert_eq!(j.test_sent, 1);
+        assert!(j.other_templates("new").is_empty());
+        let j = Journal::parse(&text(&[run_event("R", "old", false)]), "j").expect("parses");
+        assert_eq!(j.other_templates("new").len(), 1);
+        assert!(j.other_templates("old").is_empty());
+    }
+
+    #[test]
+    fn torn_tail_ignored_other_garbage_named() {
+        let mut bytes = text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R")]);
+        bytes.extend_from_slice(b"{\"event\":\"sent\",\"ts\":\"2026");
+        let j = Journal::parse(&bytes, "j.jsonl").expect("parses");
+        assert!(j.torn_tail);
+        assert_eq!(j.state("a"), State::Sent);
+
+        let mut bad = text(&[run_event("R", "t", false)]);
+        bad.extend_from_slice(b"not json\n");
+        let msg = format!("{:#}", Journal::parse(&bad, "j.jsonl").unwrap_err());
+        assert!(msg.starts_with("j.jsonl:2: malformed journal line"), "{msg}");
+
+        let mut unknown = text(&[run_event("R", "t", false)]);
+        unknown.extend_from_slice(b"{\"event\":\"teleported\",\"ts\":\"x\"}\n");
+        let msg = format!("{:#}", Journal::parse(&unknown, "j.jsonl").unwrap_err());
+        assert!(msg.contains("j.jsonl:2: unknown event type \"teleported\""), "{msg}");
+
+        let msg = format!("{:#}", Journal::parse(b"hello,world\n", "j.jsonl").unwrap_err());
+        assert!(msg.contains("not an utskick journal"), "{msg}");
+    }
+
+    #[test]
+    fn bounces_booked_once_and_delays_change_nothing() {
+        let bounce = |class| Event::Bounced {
+            ts: now(),
+            key: "a".into(),
+            email: "a@example.se".into(),
+            message_id: "<c.a@example.se>".into(),
+            status: "5.1.1".into(),
+            diagnostic: "unknown user".into(),
+            source: "<dsn1@example.se>".into(),
+            class,
+        };
+        let j = Journal::parse(
+            &text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R"), bounce(Class::Transient)]),
+            "j",
+        )
+        .expect("parses");
+        assert_eq!(j.state("a"), State::Sent);
+        assert_eq!(j.delays, 1);
+        let j = Journal::parse(
+            &text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R"), bounce(Class::Permanent)]),
+            "j",
+        )
+        .expect("parses");
+        assert_eq!(j.state("a"), State::Bounced);
+        assert!(j.bounces_booked.contains("<dsn1@example.se>\u{0}a"));
+    }
+
+    #[test]
+    fn writer_locks_appends_and_cuts_torn_tail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att").expect("w");
+        let (w, warning) = Writer::open(&path).expect("opens");
+        assert!(warning.expect("warns").contains("cut 13 bytes"));
+        let second = Writer::open(&path);
+        let msg = match second {
+            Err(Fail::Fatal(e)) => e.to_string(),
+            _ => panic!("second writer must be refused"),
+        };
+        assert!(msg.contains(&format!("is locked by another utskick (pid {})", std::process::id())), "{msg}");
+        w.append_blocking(&attempt("a", "R")).expect("durable");
+        w.append_blocking(&sent("a", "R")).expect("durable");
+        w.close().expect("closes");
+        let j = Journal::read(&path).expect("reads");
+        assert!(!j.torn_tail);
+        assert_eq!(j.state("a"), State::Sent);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The lock is released with the writer.
+        let (w, _) = Writer::open(&path).expect("reopens");
+        w.close().expect("closes");
+    }
+}
