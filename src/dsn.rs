@@ -91,9 +91,10 @@ const MAX_DIAGNOSTIC_CHARS: usize = 500;
 const MAX_SUBJECT_CHARS: usize = 500;
 /// Longest Message-ID accepted (a header line's limit).
 const MAX_ID_LEN: usize = 998;
-/// More `message/rfc822` markers than this and the MIME tree is not parsed: mail-parser
-/// nests such parts without a depth limit, and dropping a tree nested tens of thousands of
-/// levels deep would overflow the stack. Real bounces hold one or two.
+/// More `message/rfc822` (or `message/global`, `multipart/digest`) markers than this and
+/// only the headers are parsed: mail-parser nests such parts without a depth limit, and a
+/// message nested some ten thousand levels deep overflows the stack (an abort, not a
+/// panic). Real bounces hold one or two.
 const MAX_NESTED_MESSAGES: usize = 64;
 
 /// Reads one raw message (as found in an mbox, a Maildir or an IMAP mailbox).
@@ -116,68 +117,60 @@ pub fn parse(raw: &[u8]) -> Report {
     let subject = one_line(header_text(top, "Subject").unwrap_or(""), MAX_SUBJECT_CHARS);
 
     let parts = Parts::collect(&message);
+    let body = parts.body_text();
     let header_reference = header_ids(top, "In-Reply-To")
         .into_iter()
         .next()
         .or_else(|| header_ids(top, "References").into_iter().last());
-
-    let root_report_type = message
-        .parts
-        .first()
-        .and_then(|root| content_type(root.headers.as_slice()))
-        .filter(|ct| ct.0 == "multipart" && ct.1 == "report")
-        .and_then(|_| {
-            message
-                .parts
-                .first()
-                .and_then(|root| report_type(root.headers.as_slice()))
-        });
-
-    let mut report = Report {
-        kind: ReportKind::Other,
-        id,
-        original_message_id: None,
-        recipients: Vec::new(),
-        subject,
+    let report_type = match content_type(top) {
+        Some((ctype, subtype)) if ctype == "multipart" && subtype == "report" => {
+            report_type(top).unwrap_or_default().to_ascii_lowercase()
+        }
+        _ => String::new(),
     };
 
-    let is_dsn_report = root_report_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"));
-    if !parts.status.is_empty() || is_dsn_report {
+    let (kind, recipients) = if !parts.status.is_empty() || report_type == "delivery-status" {
+        let mut recipients = Vec::new();
         let mut saw_block = false;
         for block in &parts.status {
             let (found, saw) = status_fields_recipients(block);
             saw_block |= saw;
-            report.recipients.extend(found);
+            recipients.extend(found);
         }
         if !saw_block {
-            report.recipients = text_bounce_recipients(&parts.body_text(), &report.subject);
+            recipients = text_bounce_recipients(&body, &subject);
         }
-        report.kind = ReportKind::Dsn;
-    } else if let Some(recipients) = text_bounce(top, &report.subject, &parts.body_text()) {
-        report.kind = ReportKind::Dsn;
-        report.recipients = recipients;
+        (ReportKind::Dsn, recipients)
+    } else if let Some(recipients) = text_bounce(top, &subject, &body) {
+        (ReportKind::Dsn, recipients)
     } else if parts.disposition
-        || root_report_type
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("disposition-notification"))
-        || is_auto_reply(top, &report.subject)
+        || report_type == "disposition-notification"
+        || is_auto_reply(top, &subject)
     {
-        report.kind = ReportKind::AutoReply;
-    }
-    dedup_recipients(&mut report.recipients);
+        (ReportKind::AutoReply, Vec::new())
+    } else {
+        (ReportKind::Other, Vec::new())
+    };
 
-    report.original_message_id = if report.kind == ReportKind::Dsn {
+    let original_message_id = if kind == ReportKind::Dsn {
         parts
             .original_ids
             .first()
+            .or(parts.reported_ids.first())
             .cloned()
-            .or_else(|| body_reference(&parts.body_text()))
+            .or_else(|| body_reference(&body))
             .or(header_reference)
     } else {
         header_reference
     };
+    let mut report = Report {
+        kind,
+        id,
+        original_message_id,
+        recipients,
+        subject,
+    };
+    dedup_recipients(&mut report.recipients);
     report
 }
 
@@ -185,7 +178,10 @@ pub fn parse(raw: &[u8]) -> Report {
 /// danger to the stack; then only the headers are read.
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     let parser = MessageParser::new();
-    if count_ascii_ci(raw, b"rfc822") > MAX_NESTED_MESSAGES {
+    let nesting = count_ascii_ci(raw, b"message/rfc822")
+        + count_ascii_ci(raw, b"message/global")
+        + count_ascii_ci(raw, b"multipart/digest");
+    if nesting > MAX_NESTED_MESSAGES {
         parser.parse_headers(raw)
     } else {
         parser.parse(raw)
@@ -329,6 +325,8 @@ struct Parts {
     status: Vec<String>,
     /// Message-IDs of attached originals (`message/rfc822`, `text/rfc822-headers`).
     original_ids: Vec<String>,
+    /// `X-Original-Message-ID` of delivery-status parts.
+    reported_ids: Vec<String>,
     /// A `message/disposition-notification` part was seen (a read receipt).
     disposition: bool,
     plain: Vec<String>,
@@ -353,13 +351,17 @@ impl Parts {
         match (ctype, subtype) {
             ("message", "delivery-status" | "global-delivery-status")
             | ("text", "delivery-status") => {
-                self.status
-                    .push(String::from_utf8_lossy(part.contents()).into_owned());
+                let text = String::from_utf8_lossy(part.contents()).into_owned();
+                // Gmail names the original in the per-message fields.
+                self.reported_ids
+                    .extend(field_ids(&text, "x-original-message-id"));
+                self.status.push(text);
             }
             ("message", "disposition-notification" | "global-disposition-notification") => {
                 self.disposition = true;
             }
-            ("message", "rfc822" | "global") | ("text", "rfc822-headers")
+            ("message", "rfc822" | "global")
+            | ("text", "rfc822-headers")
             | ("message", "global-headers") => {
                 let ids = match &part.body {
                     PartType::Message(nested) => header_ids(top_headers(nested), "Message-ID"),
@@ -467,8 +469,8 @@ fn status_fields_recipients(text: &str) -> (Vec<BounceRecipient>, bool) {
             .unwrap_or("")
             .to_ascii_lowercase();
         let diagnostic = get("diagnostic-code")
-            .map(strip_type)
-            .map(|d| one_line(d, MAX_DIAGNOSTIC_CHARS))
+            .map(|d| collapse_reply(strip_type(d)))
+            .map(|d| one_line(&d, MAX_DIAGNOSTIC_CHARS))
             .unwrap_or_default();
         let status = get("status")
             .and_then(find_enhanced_status)
@@ -556,15 +558,18 @@ fn find_enhanced_status(text: &str) -> Option<String> {
         if b.get(i + 1) != Some(&b'.') {
             continue;
         }
+        // The subject is one digit in every registered code (0 to 7); that keeps version
+        // numbers such as "4.96.1" out.
         let (n1, j) = digits(i + 2);
-        if !(1..=3).contains(&n1) || b.get(j) != Some(&b'.') {
+        if n1 != 1 || b.get(j) != Some(&b'.') {
             continue;
         }
         let (n2, k) = digits(j + 1);
         if !(1..=3).contains(&n2) {
             continue;
         }
-        let followed_by_number = b.get(k) == Some(&b'.') && b.get(k + 1).is_some_and(u8::is_ascii_digit);
+        let followed_by_number =
+            b.get(k) == Some(&b'.') && b.get(k + 1).is_some_and(u8::is_ascii_digit);
         if b.get(k).is_some_and(u8::is_ascii_alphanumeric) || followed_by_number {
             continue;
         }
@@ -583,8 +588,14 @@ fn find_smtp_code(text: &str) -> Option<u16> {
         {
             continue;
         }
-        let before_ok = i == 0 || matches!(b[i - 1], b' ' | b'\t' | b':' | b'(' | b';' | b'"' | b'[' | b'#' | b'=');
-        let after_ok = b.get(i + 3).is_none_or(|c| matches!(c, b' ' | b'-' | b'\t' | b')' | b','));
+        let before_ok = i == 0
+            || matches!(
+                b[i - 1],
+                b' ' | b'\t' | b':' | b'(' | b';' | b'"' | b'[' | b'#' | b'='
+            );
+        let after_ok = b
+            .get(i + 3)
+            .is_none_or(|c| matches!(c, b' ' | b'-' | b'\t' | b')' | b','));
         if before_ok && after_ok {
             return std::str::from_utf8(&b[i..i + 3]).ok()?.parse().ok();
         }
@@ -631,7 +642,7 @@ fn derive_status(diagnostic: &str) -> Option<String> {
 /// A recipient of a text bounce, its status from the diagnostic or from what the bounce
 /// says about all its recipients (`permanent`).
 fn text_recipient(email: String, diagnostic: &str, permanent: bool) -> Option<BounceRecipient> {
-    let diagnostic = one_line(diagnostic, MAX_DIAGNOSTIC_CHARS);
+    let diagnostic = one_line(&collapse_reply(diagnostic), MAX_DIAGNOSTIC_CHARS);
     let status = derive_status(&diagnostic).unwrap_or_else(|| {
         let class = if permanent { '5' } else { '4' };
         let detail = if mentions_mailbox_full(&diagnostic) {
@@ -714,19 +725,18 @@ const QUOTE_MARKERS: &[&str] = &[
 ];
 
 /// A text bounce's recipients, when the message is a text bounce.
-fn text_bounce(
-    top: &[Header<'_>],
-    subject: &str,
-    body: &str,
-) -> Option<Vec<BounceRecipient>> {
+fn text_bounce(top: &[Header<'_>], subject: &str, body: &str) -> Option<Vec<BounceRecipient>> {
     let body_lower = body.to_lowercase();
     let subject_lower = subject.to_lowercase();
     let body_sign = BOUNCE_BODY_SIGNS.iter().any(|s| body_lower.contains(s));
-    let subject_sign = BOUNCE_SUBJECT_SIGNS.iter().any(|s| subject_lower.contains(s));
+    let subject_sign = BOUNCE_SUBJECT_SIGNS
+        .iter()
+        .any(|s| subject_lower.contains(s));
     let daemon = from_daemon(top);
     let recipients = text_bounce_recipients(body, subject);
-    let is_bounce =
-        body_sign || (daemon && subject_sign) || ((daemon || subject_sign) && !recipients.is_empty());
+    let is_bounce = body_sign
+        || (daemon && subject_sign)
+        || ((daemon || subject_sign) && !recipients.is_empty());
     is_bounce.then_some(recipients)
 }
 
@@ -761,10 +771,18 @@ fn text_bounce_recipients(body: &str, subject: &str) -> Vec<BounceRecipient> {
     let lower: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
     let all_lower = lower.join("\n");
     let subject_lower = subject.to_lowercase();
-    let delayed_text = ["has been delayed", "has not yet been delivered", "temporary failure",
-        "will be retried", "still trying", "delivery delayed", "(delay)", "not delivered yet"]
-        .iter()
-        .any(|p| all_lower.contains(p) || subject_lower.contains(p))
+    let delayed_text = [
+        "has been delayed",
+        "has not yet been delivered",
+        "temporary failure",
+        "will be retried",
+        "still trying",
+        "delivery delayed",
+        "(delay)",
+        "not delivered yet",
+    ]
+    .iter()
+    .any(|p| all_lower.contains(p) || subject_lower.contains(p))
         || subject_lower.contains("delayed");
 
     // qmail: "<addr>:" lines, each followed by its diagnostic paragraph.
@@ -783,18 +801,26 @@ fn text_bounce_recipients(body: &str, subject: &str) -> Vec<BounceRecipient> {
 
     // Gmail, modern text: "Your message wasn't delivered to X because ...".
     let mut found = Vec::new();
-    for line in &lines {
-        let l = line.to_lowercase();
-        if let Some(pos) = l.find("wasn't delivered to ") {
-            let rest = line.get(pos + "wasn't delivered to ".len()..).unwrap_or("");
-            if let Some(email) = rest.split_whitespace().next().and_then(extract_email) {
-                let diagnostic = paragraph_after(
-                    &lines,
-                    &["the response from the remote server was:", "the response was:"],
-                )
+    let mut response: Option<Option<String>> = None;
+    for (line, l) in lines.iter().zip(&lower) {
+        let Some(pos) = l.find("wasn't delivered to ") else {
+            continue;
+        };
+        let rest = line.get(pos + "wasn't delivered to ".len()..).unwrap_or("");
+        if let Some(email) = rest.split_whitespace().next().and_then(extract_email) {
+            let diagnostic = response
+                .get_or_insert_with(|| {
+                    paragraph_after(
+                        &lines,
+                        &[
+                            "the response from the remote server was:",
+                            "the response was:",
+                        ],
+                    )
+                })
+                .clone()
                 .unwrap_or_else(|| line.to_string());
-                found.extend(text_recipient(email, &diagnostic, !delayed_text));
-            }
+            found.extend(text_recipient(email, &diagnostic, !delayed_text));
         }
     }
     if !found.is_empty() {
@@ -808,25 +834,30 @@ fn text_bounce_recipients(body: &str, subject: &str) -> Vec<BounceRecipient> {
         ("addresses failed:", true),
         ("have not yet been delivered:", false),
         ("has not yet been delivered:", false),
+        ("not yet been delivered is:", false),
+        ("not yet been delivered are:", false),
         ("failed permanently:", true),
         ("has been delayed:", false),
         ("have been delayed:", false),
         ("cannot be reached:", true),
         ("could not be delivered to the following", true),
     ];
-    for (i, line) in lower.iter().enumerate() {
-        let Some(&(_, permanent)) = INTROS.iter().find(|(p, _)| line.trim_end().ends_with(p)) else {
-            continue;
-        };
-        let shared = paragraph_after(
-            &lines,
-            &[
-                "the error that the other server returned was:",
-                "the error that the other server returned was",
-                "technical details of permanent failure:",
-                "technical details of temporary failure:",
-            ],
-        );
+    let shared = paragraph_after(
+        &lines,
+        &[
+            "the error that the other server returned was:",
+            "technical details of permanent failure:",
+            "technical details of temporary failure:",
+        ],
+    );
+    let intros = lower.iter().enumerate().filter_map(|(i, line)| {
+        INTROS
+            .iter()
+            .find(|(p, _)| line.trim_end().ends_with(p))
+            .map(|&(_, permanent)| (i, permanent))
+    });
+    // A bounce has one or two such sections; a bound keeps a hostile text linear.
+    for (i, permanent) in intros.take(8) {
         for (email, diagnostic) in indented_blocks(&lines[i + 1..]) {
             let diagnostic = if diagnostic.trim().is_empty() {
                 shared.clone().unwrap_or_default()
@@ -879,29 +910,30 @@ fn qmail_recipients(lines: &[&str]) -> Vec<BounceRecipient> {
     found
 }
 
-/// The paragraph after the first line that ends with one of `intros` (or the rest of
-/// that line, when it goes on after the intro).
+/// The paragraph after the first line that holds one of `intros` (tried in order), or the
+/// rest of that line when it goes on after the intro.
 fn paragraph_after(lines: &[&str], intros: &[&str]) -> Option<String> {
-    for (i, line) in lines.iter().enumerate() {
-        let lower = line.to_lowercase();
-        let Some((pos, intro)) = intros
-            .iter()
-            .find_map(|p| lower.find(p).map(|pos| (pos, *p)))
-        else {
-            continue;
-        };
-        let rest = line.get(pos + intro.len()..).unwrap_or("").trim();
-        if !rest.is_empty() {
-            return Some(rest.to_string());
-        }
-        let paragraph: Vec<&str> = lines[i + 1..]
-            .iter()
-            .skip_while(|l| l.trim().is_empty())
-            .take_while(|l| !l.trim().is_empty())
-            .map(|l| l.trim())
-            .collect();
-        if !paragraph.is_empty() {
-            return Some(paragraph.join(" "));
+    for intro in intros {
+        for (i, line) in lines.iter().enumerate() {
+            let lower = line.to_lowercase();
+            let Some(pos) = lower.find(intro) else {
+                continue;
+            };
+            // `pos` is in the lower-cased line; where lower-casing changed lengths the
+            // slice is off or refused (`get`), never a panic.
+            let rest = line.get(pos + intro.len()..).unwrap_or("").trim();
+            if !rest.is_empty() {
+                return Some(rest.to_string());
+            }
+            let paragraph: Vec<&str> = lines[i + 1..]
+                .iter()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.trim())
+                .collect();
+            if !paragraph.is_empty() {
+                return Some(paragraph.join(" "));
+            }
         }
     }
     None
@@ -988,9 +1020,7 @@ fn is_auto_reply(top: &[Header<'_>], subject: &str) -> bool {
             None => break,
         }
     }
-    AUTO_REPLY_SUBJECT_PREFIXES
-        .iter()
-        .any(|p| s.starts_with(p))
+    AUTO_REPLY_SUBJECT_PREFIXES.iter().any(|p| s.starts_with(p))
         || s.contains("out of office")
         || s.contains("(autoreply)")
 }
@@ -1001,15 +1031,20 @@ fn is_auto_reply(top: &[Header<'_>], subject: &str) -> bool {
 /// A lower-cased bare address from a token such as `<Anna@Example.se>:` or `rfc822;a@b`.
 fn extract_email(token: &str) -> Option<String> {
     let token = token.trim().trim_matches(|c: char| {
-        matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | ',' | ';' | ':' | '.')
+        matches!(
+            c,
+            '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | ',' | ';' | ':' | '.'
+        )
     });
     let token = token.strip_prefix("mailto:").unwrap_or(token);
     let (local, domain) = token.rsplit_once('@')?;
     let local_ok = !local.is_empty()
         && local.len() <= 64
-        && !local
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '@' | ',' | ';' | '(' | ')' | '[' | ']'));
+        && !local.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '@' | ',' | ';' | '(' | ')' | '[' | ']')
+        });
     let domain_ok = !domain.is_empty()
         && domain.len() <= 255
         && !domain.starts_with(['.', '-'])
@@ -1047,6 +1082,54 @@ fn one_line(text: &str, max: usize) -> String {
     out
 }
 
+/// A multi-line SMTP reply on one line: `550-5.1.1 a 550-5.1.1 b 550 5.1.1 c` becomes
+/// `550 5.1.1 a b c`.
+fn collapse_reply(text: &str) -> String {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let Some(code) = tokens
+        .first()
+        .and_then(|t| t.get(..3))
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return text.to_string();
+    };
+    let enhanced = find_enhanced_status(text);
+    let hyphenated = |t: &str| t.strip_prefix(code).is_some_and(|r| r.starts_with('-'));
+    let multiline = tokens.iter().any(|t| hyphenated(t));
+    let mut out: Vec<&str> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = tokens[i];
+        i += 1;
+        let rest = match token.strip_prefix(code) {
+            Some("") => "",
+            Some(r) if r.starts_with('-') => &r[1..],
+            _ => {
+                out.push(token);
+                continue;
+            }
+        };
+        let followed_by_enhanced =
+            enhanced.is_some() && tokens.get(i).copied() == enhanced.as_deref();
+        if out.is_empty() {
+            out.push(code);
+        } else if rest.is_empty() {
+            if !(multiline || followed_by_enhanced) {
+                out.push(token);
+                continue;
+            }
+            if followed_by_enhanced {
+                i += 1;
+            }
+        }
+        let repeated = out.len() > 1 && Some(rest) == enhanced.as_deref();
+        if !rest.is_empty() && !repeated {
+            out.push(rest);
+        }
+    }
+    out.join(" ")
+}
+
 /// Keeps the first report of each address.
 fn dedup_recipients(recipients: &mut Vec<BounceRecipient>) {
     let mut seen = std::collections::HashSet::new();
@@ -1057,9 +1140,494 @@ fn dedup_recipients(recipients: &mut Vec<BounceRecipient>) {
 mod tests {
     use super::*;
 
+    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bounces");
+
+    fn corpus(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{CORPUS}/{name}")).expect("corpus file")
+    }
+
+    /// A DSN around one set of per-recipient fields.
+    fn dsn_with(fields: &str) -> Vec<u8> {
+        format!(
+            "From: MAILER-DAEMON@mx.example.com\r\n\
+             Subject: Undelivered Mail Returned to Sender\r\n\
+             Message-ID: <bounce.1@mx.example.com>\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\
+             \r\n\
+             --b\r\n\
+             Content-Type: text/plain\r\n\
+             \r\n\
+             It did not work.\r\n\
+             --b\r\n\
+             Content-Type: message/delivery-status\r\n\
+             \r\n\
+             Reporting-MTA: dns; mx.example.com\r\n\
+             \r\n\
+             {fields}\r\n\
+             --b\r\n\
+             Content-Type: text/rfc822-headers\r\n\
+             \r\n\
+             Message-ID: <nektab-2023-10.00ff@example.se>\r\n\
+             \r\n\
+             --b--\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn summary(report: &Report) -> Vec<String> {
+        let mut columns = vec![report.kind.as_str().to_string()];
+        for r in &report.recipients {
+            columns.push(format!("{} {} {}", r.email, r.status, r.class.as_str()));
+        }
+        columns.push(
+            report
+                .original_message_id
+                .clone()
+                .unwrap_or_else(|| "-".to_string()),
+        );
+        columns
+    }
+
     #[test]
-    fn placeholder() {
-        let r = parse(b"");
-        assert_eq!(r.kind, ReportKind::Other);
+    fn corpus_matches_expected_tsv() {
+        let expected = std::fs::read_to_string(format!("{CORPUS}/expected.tsv")).unwrap();
+        let mut listed = Vec::new();
+        let mut failures = Vec::new();
+        for line in expected.lines() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut columns: Vec<&str> = line.split('\t').collect();
+            let file = columns.remove(0);
+            listed.push(file.to_string());
+            let report = parse(&corpus(file));
+            let got = summary(&report);
+            if got != columns {
+                failures.push(format!(
+                    "{file}:\n  expected {columns:?}\n  got      {got:?}"
+                ));
+            }
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(CORPUS)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        on_disk.sort();
+        listed.sort();
+        assert_eq!(
+            on_disk, listed,
+            "every .eml is in expected.tsv and no other"
+        );
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn postfix_report_in_detail() {
+        let report = parse(&corpus("postfix-user-unknown.eml"));
+        assert_eq!(report.id, "<20231012081503.4SAbc12xYz@mail.example.com>");
+        assert_eq!(report.subject, "Undelivered Mail Returned to Sender");
+        assert_eq!(
+            report.recipients,
+            vec![BounceRecipient {
+                email: "anna.andersson@example.com".into(),
+                status: "5.1.1".into(),
+                action: "failed".into(),
+                diagnostic: "550 5.1.1 <anna.andersson@example.com>: Recipient address \
+                             rejected: User unknown in virtual mailbox table"
+                    .into(),
+                class: BounceClass::Permanent,
+            }]
+        );
+    }
+
+    #[test]
+    fn delayed_report_is_transient() {
+        let report = parse(&corpus("postfix-delayed.eml"));
+        let r = &report.recipients[0];
+        assert_eq!(r.action, "delayed");
+        assert_eq!(r.class, BounceClass::Transient);
+        assert_eq!(
+            r.diagnostic,
+            "connect to mx.example.com[192.0.2.26]:25: Connection timed out"
+        );
+    }
+
+    #[test]
+    fn text_bounces_keep_their_diagnostic() {
+        let exim = parse(&corpus("exim-failed.eml"));
+        assert_eq!(exim.recipients[0].action, "failed");
+        assert!(
+            exim.recipients[0]
+                .diagnostic
+                .ends_with("550 No such user here"),
+            "{}",
+            exim.recipients[0].diagnostic
+        );
+        let qmail = parse(&corpus("qmail-plain.eml"));
+        assert_eq!(
+            qmail.recipients[1].diagnostic,
+            "Sorry, no mailbox here by that name. (#5.1.1)"
+        );
+        let gmail = parse(&corpus("gmail-legacy-text.eml"));
+        assert!(
+            gmail.recipients[0]
+                .diagnostic
+                .starts_with("550 5.1.1 <hanna.holm@")
+        );
+    }
+
+    #[test]
+    fn original_id_from_attachment_alone() {
+        // The Microsoft 365 report without its In-Reply-To and References: the attached
+        // headers-only message/rfc822 still names the original.
+        let raw = String::from_utf8(corpus("m365-recipient-not-found.eml")).unwrap();
+        let raw: String = raw
+            .split_inclusive('\n')
+            .filter(|l| !l.starts_with("In-Reply-To:") && !l.starts_with("References:"))
+            .collect();
+        assert!(!raw.contains("In-Reply-To"));
+        let report = parse(raw.as_bytes());
+        assert_eq!(
+            report.original_message_id.as_deref(),
+            Some("<nektab-2023-10.5e6f708192a3b4c5d6e7f8091a2b3c4d@example.se>")
+        );
+    }
+
+    #[test]
+    fn auto_reply_subject_is_decoded() {
+        let report = parse(&corpus("autoreply-franvaro.eml"));
+        assert_eq!(
+            report.subject,
+            "Frånvaro: Viktig information om en personuppgiftsincident hos NEKTAB"
+        );
+        assert!(report.recipients.is_empty());
+    }
+
+    #[test]
+    fn status_derived_from_smtp_code() {
+        assert_eq!(derive_status("550 No such user").as_deref(), Some("5.0.0"));
+        assert_eq!(
+            derive_status("552 Requested action aborted: mailbox full").as_deref(),
+            Some("5.2.2")
+        );
+        assert_eq!(derive_status("452 Try later").as_deref(), Some("4.0.0"));
+        assert_eq!(
+            derive_status("said: 550-5.7.1 Blocked").as_deref(),
+            Some("5.7.1")
+        );
+        assert_eq!(derive_status("(#5.1.1)").as_deref(), Some("5.1.1"));
+        assert_eq!(
+            derive_status("status 5.1.10 here").as_deref(),
+            Some("5.1.10")
+        );
+        // Addresses, ports and versions are not codes.
+        assert_eq!(derive_status("[203.0.113.45]:465: timed out"), None);
+        assert_eq!(derive_status("Exim 4.96.1 said nothing"), None);
+        assert_eq!(derive_status("host 10.5.5.5 refused"), None);
+    }
+
+    #[test]
+    fn failed_without_status_is_permanent() {
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\n",
+        ));
+        assert_eq!(report.kind, ReportKind::Dsn);
+        assert_eq!(report.recipients[0].status, "5.0.0");
+        assert_eq!(report.recipients[0].class, BounceClass::Permanent);
+        assert_eq!(
+            report.original_message_id.as_deref(),
+            Some("<nektab-2023-10.00ff@example.se>")
+        );
+    }
+
+    #[test]
+    fn status_from_diagnostic_when_missing() {
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\n\
+             Diagnostic-Code: smtp; 552 sorry, mailbox is full\r\n",
+        ));
+        assert_eq!(report.recipients[0].status, "5.2.2");
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: delayed\r\n",
+        ));
+        assert_eq!(report.recipients[0].status, "4.0.0");
+        assert_eq!(report.recipients[0].class, BounceClass::Transient);
+    }
+
+    #[test]
+    fn failed_with_4xx_status_is_transient() {
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 4.4.7\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, BounceClass::Transient);
+        assert_eq!(report.recipients[0].action, "failed");
+    }
+
+    #[test]
+    fn delivered_recipients_are_left_out() {
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; ok@example.com\r\nAction: delivered\r\nStatus: 2.0.0\r\n\
+             \r\n\
+             Final-Recipient: rfc822; bad@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n",
+        ));
+        assert_eq!(report.kind, ReportKind::Dsn);
+        let emails: Vec<&str> = report.recipients.iter().map(|r| r.email.as_str()).collect();
+        assert_eq!(emails, ["bad@example.com"]);
+    }
+
+    #[test]
+    fn multi_line_replies_collapse() {
+        assert_eq!(
+            collapse_reply("550-5.1.1 The account 550-5.1.1 does not 550 5.1.1 exist - gsmtp"),
+            "550 5.1.1 The account does not exist - gsmtp"
+        );
+        assert_eq!(collapse_reply("550 5.1.1 Unknown"), "550 5.1.1 Unknown");
+        assert_eq!(collapse_reply("user unknown"), "user unknown");
+        assert_eq!(
+            collapse_reply("550 5.7.1 sent 550 times"),
+            "550 5.7.1 sent 550 times"
+        );
+        assert_eq!(
+            collapse_reply("452-Too many 452 recipients"),
+            "452 Too many recipients"
+        );
+        let report = parse(&corpus("gmail-address-not-found.eml"));
+        assert!(
+            report.recipients[0].diagnostic.starts_with(
+                "550 5.1.1 The email account that you tried to reach does not \
+                              exist. Please try double-checking"
+            ),
+            "{}",
+            report.recipients[0].diagnostic
+        );
+    }
+
+    #[test]
+    fn diagnostic_is_one_short_line() {
+        let long = "x".repeat(2000);
+        let report = parse(&dsn_with(&format!(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Diagnostic-Code: smtp; 550 first\r\n  second\r\n\tthird {long}\r\n"
+        )));
+        let d = &report.recipients[0].diagnostic;
+        assert!(d.starts_with("550 first second third xxx"), "{d}");
+        assert_eq!(d.chars().count(), MAX_DIAGNOSTIC_CHARS);
+        assert!(!d.contains(['\r', '\n', '\t']));
+        assert_eq!(one_line("  a \r\n b\u{0}c  ", 500), "a b c");
+        assert_eq!(one_line("abc def", 4), "abc");
+    }
+
+    #[test]
+    fn id_falls_back_to_sha256() {
+        let raw = b"From: a@example.com\nSubject: hi\n\nbody\n";
+        let report = parse(raw);
+        assert_eq!(report.kind, ReportKind::Other);
+        assert!(report.id.starts_with("sha256:"));
+        assert_eq!(report.id.len(), "sha256:".len() + 64);
+        assert_eq!(parse(raw).id, report.id);
+        assert_ne!(parse(b"From: b@example.com\n\nx\n").id, report.id);
+    }
+
+    #[test]
+    fn exim_delay_warning_is_transient() {
+        let raw = "From: Mail Delivery System <Mailer-Daemon@relay.example.org>\n\
+            Subject: Warning: message 1qqrSt-0004Ab-2x delayed 24 hours\n\
+            Auto-Submitted: auto-replied\n\
+            \n\
+            This message was created automatically by mail delivery software.\n\
+            A message that you sent has not yet been delivered to one or more of its\n\
+            recipients after more than 24 hours on the queue on relay.example.org.\n\
+            \n\
+            The message identifier is:     1qqrSt-0004Ab-2x\n\
+            \n\
+            The address to which the message has not yet been delivered is:\n\
+            \n\
+            \x20 olof.ost@example.org\n\
+            \x20   host mx.example.org [203.0.113.45]\n\
+            \x20   Delay reason: SMTP error from remote mail server after RCPT TO:<olof.ost@example.org>:\n\
+            \x20   451 4.7.1 Greylisted, try again later\n\
+            \n\
+            No action is required on your part.\n";
+        let report = parse(raw.as_bytes());
+        assert_eq!(report.kind, ReportKind::Dsn);
+        assert_eq!(report.recipients.len(), 1);
+        let r = &report.recipients[0];
+        assert_eq!(
+            (r.email.as_str(), r.status.as_str()),
+            ("olof.ost@example.org", "4.7.1")
+        );
+        assert_eq!(
+            (r.class, r.action.as_str()),
+            (BounceClass::Transient, "delayed")
+        );
+    }
+
+    #[test]
+    fn auto_reply_headers() {
+        for header in [
+            "X-Autoreply: yes",
+            "Precedence: auto_reply",
+            "Auto-Submitted: auto-replied",
+            "X-Autorespond: Out of office",
+        ] {
+            let raw = format!(
+                "From: a@example.com\nSubject: Re: Viktig information\n{header}\n\
+                 In-Reply-To: <nektab-2023-10.11@example.se>\n\nLedig.\n"
+            );
+            let report = parse(raw.as_bytes());
+            assert_eq!(report.kind, ReportKind::AutoReply, "{header}");
+            assert_eq!(
+                report.original_message_id.as_deref(),
+                Some("<nektab-2023-10.11@example.se>")
+            );
+        }
+        for subject in [
+            "Out of Office: x",
+            "Automatic reply: x",
+            "Autosvar: x",
+            "SV: Frånvaro",
+        ] {
+            let raw = format!("From: a@example.com\nSubject: {subject}\n\nLedig.\n");
+            assert_eq!(
+                parse(raw.as_bytes()).kind,
+                ReportKind::AutoReply,
+                "{subject}"
+            );
+        }
+        // Our own notices say auto-generated: that alone is no auto-reply.
+        let raw = b"From: a@example.com\nSubject: Hej\nAuto-Submitted: auto-generated\n\nx\n";
+        assert_eq!(parse(raw).kind, ReportKind::Other);
+    }
+
+    #[test]
+    fn read_receipt_is_an_auto_reply() {
+        let raw = b"From: a@example.com\nSubject: Read: Viktig information\n\
+            MIME-Version: 1.0\n\
+            Content-Type: multipart/report; report-type=disposition-notification; boundary=x\n\n\
+            --x\nContent-Type: text/plain\n\nYour message was read.\n\
+            --x\nContent-Type: message/disposition-notification\n\n\
+            Final-Recipient: rfc822; a@example.com\nDisposition: manual-action/MDN-sent-manually; displayed\n\
+            --x--\n";
+        let report = parse(raw);
+        assert_eq!(report.kind, ReportKind::AutoReply);
+        assert!(report.recipients.is_empty());
+    }
+
+    #[test]
+    fn human_reply_is_other_with_reference() {
+        let raw = b"From: a@example.com\nSubject: Re: Viktig information\n\
+            In-Reply-To: <nektab-2023-10.22@example.se>\n\nVarfor?\n";
+        let report = parse(raw);
+        assert_eq!(report.kind, ReportKind::Other);
+        assert_eq!(
+            report.original_message_id.as_deref(),
+            Some("<nektab-2023-10.22@example.se>")
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for raw in [
+            &b""[..],
+            b"\n\n\n",
+            b"\xff\xfe\x00\x01",
+            b":::\n:\n",
+            b"Content-Type: multipart/report; boundary=\n\n--\n--\n",
+            b"Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\n",
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n\
+              --b\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822;\n\
+              Status: 5.\nAction:\n--b",
+        ] {
+            let report = parse(raw);
+            assert!(!report.id.is_empty());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let mut raw = b"Subject: deep\n".to_vec();
+        for _ in 0..50_000 {
+            raw.extend_from_slice(b"Content-Type: message/rfc822\n\n");
+        }
+        raw.extend_from_slice(b"Subject: bottom\n\nhi\n");
+        let report = parse(&raw);
+        assert_eq!(report.subject, "deep");
+        // Deep multiparts are parsed without a stack either.
+        let mut raw = Vec::new();
+        for i in 0..20_000 {
+            raw.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n").as_bytes(),
+            );
+        }
+        parse(&raw);
+    }
+
+    #[test]
+    fn many_recipients_are_all_read() {
+        let mut fields = String::new();
+        for i in 0..200 {
+            fields.push_str(&format!(
+                "Final-Recipient: rfc822; r{i}@example.com\r\nOriginal-Recipient: rfc822; \
+                 r{i}@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            ));
+        }
+        assert_eq!(parse(&dsn_with(&fields)).recipients.len(), 200);
+    }
+
+    #[test]
+    fn hostile_text_stays_linear() {
+        let mut raw = b"From: MAILER-DAEMON@example.com\nSubject: Undeliverable\n\n".to_vec();
+        for _ in 0..20_000 {
+            raw.extend_from_slice(
+                b"  failed permanently:\n  Your message wasn't delivered to a@b.c\n",
+            );
+        }
+        let started = std::time::Instant::now();
+        let report = parse(&raw);
+        assert_eq!(report.kind, ReportKind::Dsn);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn mutated_corpus_never_panics() {
+        // A small deterministic fuzz: flip, cut and splice bytes of every corpus file.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut files: Vec<Vec<u8>> = std::fs::read_dir(CORPUS)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        files.sort();
+        for round in 0..300 {
+            let mut raw = files[round % files.len()].clone();
+            for _ in 0..(next() % 8 + 1) {
+                let len = raw.len().max(1) as u64;
+                let at = (next() % len) as usize;
+                match next() % 4 {
+                    0 if at < raw.len() => raw[at] = next() as u8,
+                    1 => raw.truncate(at),
+                    2 => {
+                        let chunk: Vec<u8> =
+                            raw[at.min(raw.len())..].iter().take(40).copied().collect();
+                        raw.splice(at.min(raw.len())..at.min(raw.len()), chunk);
+                    }
+                    _ => raw.insert(at.min(raw.len()), b"\n-:<>;.5"[(next() % 8) as usize]),
+                }
+            }
+            let report = parse(&raw);
+            for r in &report.recipients {
+                assert!(r.diagnostic.chars().count() <= MAX_DIAGNOSTIC_CHARS);
+                assert!(!r.diagnostic.contains(['\r', '\n']));
+            }
+        }
     }
 }

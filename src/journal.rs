@@ -392,7 +392,12 @@ impl Journal {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
-            Err(e) => return Err(Fail::Input(anyhow!("cannot read journal {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(Fail::Input(anyhow!(
+                    "cannot read journal {}: {e}",
+                    path.display()
+                )));
+            }
         };
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
             return Err(Fail::Input(anyhow!(
@@ -431,9 +436,9 @@ impl Journal {
             })?;
             j.events += 1;
             let need = |v: &Option<Cow<str>>, field: &str| -> Result<String> {
-                v.as_deref()
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("{shown}:{line_no}: {} event without {field}", line.event))
+                v.as_deref().map(str::to_string).ok_or_else(|| {
+                    anyhow!("{shown}:{line_no}: {} event without {field}", line.event)
+                })
             };
             let ts = line.ts.as_deref().unwrap_or("").to_string();
             if let Some(r) = line.run.as_deref().and_then(|r| run_index.get(r)) {
@@ -532,7 +537,9 @@ impl Journal {
                         entry.reason = reason;
                     } else {
                         entry.code = None;
-                        entry.reason = Some("attempt without outcome: the process stopped during delivery".into());
+                        entry.reason = Some(
+                            "attempt without outcome: the process stopped during delivery".into(),
+                        );
                     }
                 }
                 "bounced" => {
@@ -599,7 +606,10 @@ impl Journal {
 type Ticket = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 enum Msg {
-    Line(Vec<u8>, Option<tokio::sync::oneshot::Sender<Result<(), String>>>),
+    Line(
+        Vec<u8>,
+        Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ),
     Close(std::sync::mpsc::Sender<Result<(), String>>),
 }
 
@@ -614,7 +624,10 @@ pub struct Writer {
 
 /// The lock file beside the journal.
 pub fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".lock");
     path.with_file_name(name)
 }
@@ -647,7 +660,12 @@ impl Writer {
             .truncate(false)
             .mode(0o600)
             .open(&lock_file)
-            .with_context(|| format!("cannot open the journal's lock file {}", lock_file.display()))
+            .with_context(|| {
+                format!(
+                    "cannot open the journal's lock file {}",
+                    lock_file.display()
+                )
+            })
             .fatal()?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -662,7 +680,10 @@ impl Writer {
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Fail::Fatal(anyhow!("cannot lock journal {}: {e}", path.display())));
+                return Err(Fail::Fatal(anyhow!(
+                    "cannot lock journal {}: {e}",
+                    path.display()
+                )));
             }
         }
         let _ = lock.set_len(0);
@@ -709,7 +730,9 @@ impl Writer {
             }
         };
         line.push(b'\n');
-        if let Err(std::sync::mpsc::SendError(Msg::Line(_, Some(tx)))) = self.tx.send(Msg::Line(line, Some(tx))) {
+        if let Err(std::sync::mpsc::SendError(Msg::Line(_, Some(tx)))) =
+            self.tx.send(Msg::Line(line, Some(tx)))
+        {
             let _ = tx.send(Err("the journal writer has stopped".into()));
         }
         rx
@@ -721,7 +744,10 @@ impl Writer {
         match ticket.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow!("cannot write journal {}: {e}", self.path.display())),
-            Err(_) => Err(anyhow!("cannot write journal {}: writer stopped", self.path.display())),
+            Err(_) => Err(anyhow!(
+                "cannot write journal {}: writer stopped",
+                self.path.display()
+            )),
         }
     }
 
@@ -730,7 +756,10 @@ impl Writer {
         match self.append(event).blocking_recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow!("cannot write journal {}: {e}", self.path.display())),
-            Err(_) => Err(anyhow!("cannot write journal {}: writer stopped", self.path.display())),
+            Err(_) => Err(anyhow!(
+                "cannot write journal {}: writer stopped",
+                self.path.display()
+            )),
         }
     }
 
@@ -985,7 +1014,11 @@ mod tests {
 
     #[test]
     fn torn_tail_ignored_other_garbage_named() {
-        let mut bytes = text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R")]);
+        let mut bytes = text(&[
+            run_event("R", "t", false),
+            attempt("a", "R"),
+            sent("a", "R"),
+        ]);
         bytes.extend_from_slice(b"{\"event\":\"sent\",\"ts\":\"2026");
         let j = Journal::parse(&bytes, "j.jsonl").expect("parses");
         assert!(j.torn_tail);
@@ -994,14 +1027,23 @@ mod tests {
         let mut bad = text(&[run_event("R", "t", false)]);
         bad.extend_from_slice(b"not json\n");
         let msg = format!("{:#}", Journal::parse(&bad, "j.jsonl").unwrap_err());
-        assert!(msg.starts_with("j.jsonl:2: malformed journal line"), "{msg}");
+        assert!(
+            msg.starts_with("j.jsonl:2: malformed journal line"),
+            "{msg}"
+        );
 
         let mut unknown = text(&[run_event("R", "t", false)]);
         unknown.extend_from_slice(b"{\"event\":\"teleported\",\"ts\":\"x\"}\n");
         let msg = format!("{:#}", Journal::parse(&unknown, "j.jsonl").unwrap_err());
-        assert!(msg.contains("j.jsonl:2: unknown event type \"teleported\""), "{msg}");
+        assert!(
+            msg.contains("j.jsonl:2: unknown event type \"teleported\""),
+            "{msg}"
+        );
 
-        let msg = format!("{:#}", Journal::parse(b"hello,world\n", "j.jsonl").unwrap_err());
+        let msg = format!(
+            "{:#}",
+            Journal::parse(b"hello,world\n", "j.jsonl").unwrap_err()
+        );
         assert!(msg.contains("not an utskick journal"), "{msg}");
     }
 
@@ -1018,14 +1060,24 @@ mod tests {
             class,
         };
         let j = Journal::parse(
-            &text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R"), bounce(Class::Transient)]),
+            &text(&[
+                run_event("R", "t", false),
+                attempt("a", "R"),
+                sent("a", "R"),
+                bounce(Class::Transient),
+            ]),
             "j",
         )
         .expect("parses");
         assert_eq!(j.state("a"), State::Sent);
         assert_eq!(j.delays, 1);
         let j = Journal::parse(
-            &text(&[run_event("R", "t", false), attempt("a", "R"), sent("a", "R"), bounce(Class::Permanent)]),
+            &text(&[
+                run_event("R", "t", false),
+                attempt("a", "R"),
+                sent("a", "R"),
+                bounce(Class::Permanent),
+            ]),
             "j",
         )
         .expect("parses");
@@ -1037,7 +1089,11 @@ mod tests {
     fn writer_locks_appends_and_cuts_torn_tail() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("j.jsonl");
-        std::fs::write(&path, b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att").expect("w");
+        std::fs::write(
+            &path,
+            b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att",
+        )
+        .expect("w");
         let (w, warning) = Writer::open(&path).expect("opens");
         assert!(warning.expect("warns").contains("cut 13 bytes"));
         let second = Writer::open(&path);
@@ -1045,7 +1101,13 @@ mod tests {
             Err(Fail::Fatal(e)) => e.to_string(),
             _ => panic!("second writer must be refused"),
         };
-        assert!(msg.contains(&format!("is locked by another utskick (pid {})", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "is locked by another utskick (pid {})",
+                std::process::id()
+            )),
+            "{msg}"
+        );
         w.append_blocking(&attempt("a", "R")).expect("durable");
         w.append_blocking(&sent("a", "R")).expect("durable");
         w.close().expect("closes");

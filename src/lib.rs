@@ -11,8 +11,12 @@ pub mod message;
 pub mod output;
 pub mod preview;
 pub mod private;
+pub mod progress;
 pub mod recipients;
+pub mod relay;
 pub mod render;
+pub mod secrets;
+pub mod send;
 
 use clap::CommandFactory;
 
@@ -75,6 +79,8 @@ fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
     let load = || Config::load(&cli.config).input();
     match &cli.command {
         Command::Preview(args) => preview::run(load()?, args, out),
+        Command::Send(args) => send::run_send(load()?, args, out),
+        Command::Retry(args) => send::run_retry(load()?, args, out),
         Command::Completions(args) => {
             let mut cmd = Cli::command();
             clap_complete::generate(args.shell, &mut cmd, "utskick", &mut std::io::stdout());

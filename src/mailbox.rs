@@ -1,1 +1,333 @@
-//! stub
+//! Reading the messages of a local mail source for `utskick bounces`.
+//!
+//! Bounces pile up in whatever the operator's mail setup keeps: an mbox file exported from
+//! a mail client, a Maildir on the server, or a folder of `.eml` files saved one by one.
+//! This module turns any of them into raw messages, each with a label that tells the
+//! operator where to find it again, for [`crate::dsn::parse`] to read. (IMAP mailboxes are
+//! fetched elsewhere.)
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// One raw message and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailItem {
+    /// Enough to find the message again: `bounces.mbox#3` (the third message, from 1),
+    /// `Maildir/new/1697098503.M1P2.host`, `saved/bounce.eml`.
+    pub label: String,
+    /// The message as stored (an mbox's `From ` line left out and `>From ` un-escaped).
+    pub raw: Vec<u8>,
+}
+
+/// Reads every message of a source: a Maildir (a folder with `cur/` or `new/`), a folder of
+/// `.eml` files, an mbox file (one that starts with `From `), or any other file as one
+/// message. Messages come in a stable order: Maildir `new/` then `cur/`, each sorted by
+/// file name; `.eml` files sorted by name; an mbox in file order.
+pub fn read_source(path: &Path) -> Result<Vec<MailItem>> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_dir() {
+        if path.join("cur").is_dir() || path.join("new").is_dir() {
+            read_maildir(path)
+        } else {
+            read_eml_folder(path)
+        }
+    } else {
+        let raw = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if raw.starts_with(b"From ") {
+            Ok(split_mbox(&raw)
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| MailItem {
+                    label: format!("{}#{}", path.display(), i + 1),
+                    raw,
+                })
+                .collect())
+        } else if raw.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Ok(vec![MailItem {
+                label: path.display().to_string(),
+                raw,
+            }])
+        }
+    }
+}
+
+/// The messages of an mbox file (mboxrd or mboxo): a message starts at a line beginning
+/// `From ` at the start of the file or after a blank line. The `From ` line is left out, so
+/// is the blank line that separates a message from the next, and `>From `, `>>From `, ...
+/// lines lose one `>`. Messages with nothing but white space are skipped.
+pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut current: Option<Vec<u8>> = None;
+    let mut previous_blank = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if previous_blank && line.starts_with(b"From ") {
+            if let Some(message) = current.take() {
+                push_message(&mut messages, message);
+            }
+            current = Some(Vec::new());
+            previous_blank = false;
+            continue;
+        }
+        previous_blank = matches!(line, b"\n" | b"\r\n");
+        if let Some(message) = current.as_mut() {
+            message.extend_from_slice(unescape_from(line));
+        }
+    }
+    if let Some(message) = current {
+        push_message(&mut messages, message);
+    }
+    messages
+}
+
+/// `>From ` → `From `, `>>From ` → `>From `: mboxrd's quoting undone.
+fn unescape_from(line: &[u8]) -> &[u8] {
+    let quotes = line.iter().take_while(|&&b| b == b'>').count();
+    if quotes > 0 && line[quotes..].starts_with(b"From ") {
+        &line[1..]
+    } else {
+        line
+    }
+}
+
+/// Drops the blank line that separates messages, then keeps the message unless it is empty.
+fn push_message(messages: &mut Vec<Vec<u8>>, mut message: Vec<u8>) {
+    if message.ends_with(b"\n\n") || message.ends_with(b"\n\r\n") {
+        message.pop();
+        if message.last() == Some(&b'\r') {
+            message.pop();
+        }
+    }
+    if !message.iter().all(u8::is_ascii_whitespace) {
+        messages.push(message);
+    }
+}
+
+/// `new/` then `cur/` (`tmp/` holds deliveries still being written), each sorted by name.
+fn read_maildir(path: &Path) -> Result<Vec<MailItem>> {
+    let mut items = Vec::new();
+    for sub in ["new", "cur"] {
+        let dir = path.join(sub);
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in sorted_files(&dir, |_| true)? {
+            items.push(read_item(&file)?);
+        }
+    }
+    Ok(items)
+}
+
+/// The `.eml` files of a folder (any case of the extension), sorted by name; other files
+/// and sub-folders are skipped.
+fn read_eml_folder(path: &Path) -> Result<Vec<MailItem>> {
+    let is_eml = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
+    sorted_files(path, is_eml)?
+        .iter()
+        .map(|file| read_item(file))
+        .collect()
+}
+
+/// The regular files of a folder whose path passes `keep`, hidden files left out, sorted
+/// by name.
+fn sorted_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    let entries =
+        fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list folder {}", dir.display()))?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden || !path.is_file() || !keep(&path) {
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_item(file: &Path) -> Result<MailItem> {
+    let raw = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(MailItem {
+        label: file.display().to_string(),
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bounces");
+
+    /// A fresh, empty folder under the system's temp folder, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "utskick-mailbox-{name}-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn labels(items: &[MailItem]) -> Vec<String> {
+        items.iter().map(|i| i.label.clone()).collect()
+    }
+
+    #[test]
+    fn mixed_mbox_splits_into_the_corpus_files() {
+        let path = Path::new(CORPUS).join("mixed.mbox");
+        let items = read_source(&path).unwrap();
+        let expected = [
+            "postfix-user-unknown.eml",
+            "exim-failed.eml",
+            "autoreply-franvaro.eml",
+            "m365-recipient-not-found.eml",
+            "qmail-plain.eml",
+            "unrelated.eml",
+        ];
+        assert_eq!(items.len(), expected.len());
+        for (i, (item, file)) in items.iter().zip(expected).enumerate() {
+            assert_eq!(item.label, format!("{}#{}", path.display(), i + 1));
+            let original = fs::read(Path::new(CORPUS).join(file)).unwrap();
+            assert!(
+                item.raw == original,
+                "message {} differs from {file}:\n{}",
+                i + 1,
+                String::from_utf8_lossy(&item.raw)
+            );
+        }
+    }
+
+    #[test]
+    fn mbox_splitting_rules() {
+        let mbox = b"From a@example.com Thu Oct 12 10:00:00 2023\n\
+            Subject: one\n\
+            \n\
+            body\n\
+            From here a line that is no separator\n\
+            >From quoted\n\
+            >>From twice quoted\n\
+            \n\
+            From b@example.com Thu Oct 12 10:01:00 2023\r\n\
+            Subject: two\r\n\
+            \r\n\
+            crlf body\r\n\
+            \r\n\
+            From c@example.com Thu Oct 12 10:02:00 2023\n\
+            \n\
+            From d@example.com Thu Oct 12 10:03:00 2023\n\
+            Subject: last, no blank line after\n";
+        let messages = split_mbox(mbox);
+        let texts: Vec<String> = messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Subject: one\n\nbody\nFrom here a line that is no separator\n\
+                 From quoted\n>From twice quoted\n",
+                "Subject: two\r\n\r\ncrlf body\r\n",
+                "Subject: last, no blank line after\n",
+            ]
+        );
+        assert!(split_mbox(b"").is_empty());
+    }
+
+    #[test]
+    fn maildir_reads_new_then_cur_sorted() {
+        let dir = TempDir::new("maildir");
+        for sub in ["new", "cur", "tmp"] {
+            fs::create_dir(dir.0.join(sub)).unwrap();
+        }
+        fs::write(dir.0.join("cur/200.host:2,S"), b"Subject: c2\n\nx\n").unwrap();
+        fs::write(dir.0.join("cur/100.host:2,"), b"Subject: c1\n\nx\n").unwrap();
+        fs::write(dir.0.join("new/300.host"), b"Subject: n1\n\nx\n").unwrap();
+        fs::write(dir.0.join("new/.hidden"), b"x").unwrap();
+        fs::write(dir.0.join("tmp/400.host"), b"Subject: t\n\nx\n").unwrap();
+        let items = read_source(&dir.0).unwrap();
+        let d = dir.0.display();
+        assert_eq!(
+            labels(&items),
+            [
+                format!("{d}/new/300.host"),
+                format!("{d}/cur/100.host:2,"),
+                format!("{d}/cur/200.host:2,S"),
+            ]
+        );
+        assert_eq!(items[0].raw, b"Subject: n1\n\nx\n");
+        // A Maildir with only new/ is a Maildir too.
+        let only_new = TempDir::new("maildir-new");
+        fs::create_dir(only_new.0.join("new")).unwrap();
+        fs::write(only_new.0.join("new/1.host"), b"Subject: n\n\nx\n").unwrap();
+        assert_eq!(read_source(&only_new.0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn eml_folder_reads_only_eml_files_sorted() {
+        let dir = TempDir::new("eml");
+        fs::write(dir.0.join("b.eml"), b"Subject: b\n\nx\n").unwrap();
+        fs::write(dir.0.join("a.EML"), b"Subject: a\n\nx\n").unwrap();
+        fs::write(dir.0.join("notes.txt"), b"not mail").unwrap();
+        fs::create_dir(dir.0.join("sub.eml")).unwrap();
+        let items = read_source(&dir.0).unwrap();
+        let d = dir.0.display();
+        assert_eq!(labels(&items), [format!("{d}/a.EML"), format!("{d}/b.eml")]);
+        assert_eq!(items[1].raw, b"Subject: b\n\nx\n");
+    }
+
+    #[test]
+    fn the_corpus_folder_is_an_eml_folder() {
+        let items = read_source(Path::new(CORPUS)).unwrap();
+        assert!(items.len() >= 10);
+        assert!(items.iter().all(|i| i.label.ends_with(".eml")));
+    }
+
+    #[test]
+    fn single_file_is_one_message() {
+        let dir = TempDir::new("single");
+        let file = dir.0.join("bounce.msg");
+        fs::write(&file, b"Subject: one\n\nFrom the start\n").unwrap();
+        let items = read_source(&file).unwrap();
+        assert_eq!(
+            items,
+            [MailItem {
+                label: file.display().to_string(),
+                raw: b"Subject: one\n\nFrom the start\n".to_vec(),
+            }]
+        );
+        let empty = dir.0.join("empty");
+        fs::write(&empty, b"").unwrap();
+        assert!(read_source(&empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let dir = TempDir::new("missing");
+        let missing = dir.0.join("no-such-mbox");
+        let err = read_source(&missing).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&missing.display().to_string()),
+            "{err:#}"
+        );
+    }
+}

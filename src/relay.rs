@@ -1,0 +1,585 @@
+//! The company's SMTP relay: connecting (TLS, login), one delivery at a time on a
+//! connection, and what a reply means.
+//!
+//! We drive lettre's `AsyncSmtpConnection` command by command instead of its pooled
+//! transport, for three reasons: every step gets its own timeout (lettre's covers only
+//! connecting); after a timeout or I/O error the connection is dropped, never reused with a
+//! half-finished transaction; and we know whether DATA had gone out when a connection
+//! broke, which decides between `failed-transient` (retry) and `unknown` (do not).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::ClientId;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::timeout;
+
+use crate::config::{AuthMethod, Config, Security};
+
+/// What it takes to open a connection.
+#[derive(Clone)]
+pub struct Settings {
+    host: String,
+    port: u16,
+    security: Security,
+    auth: AuthMethod,
+    username: String,
+    secret: Option<SecretString>,
+    /// Timeout for each step.
+    pub timeout: Duration,
+    tls: Option<TlsParameters>,
+    helo: ClientId,
+    /// The envelope sender (bounces come back here).
+    pub from: Address,
+}
+
+impl Settings {
+    /// From the config and the secret read for it. Reading `ca_file` may fail (bad input).
+    pub fn new(config: &Config, secret: Option<SecretString>) -> Result<Settings> {
+        let smtp = &config.smtp;
+        let tls = match smtp.security {
+            Security::None => None,
+            Security::StartTls | Security::Tls => {
+                let mut builder = TlsParameters::builder(smtp.host.clone());
+                if let Some(ca) = &smtp.ca_file {
+                    let pem = std::fs::read(ca)
+                        .with_context(|| format!("cannot read [smtp] ca_file {}", ca.display()))?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| {
+                        anyhow::anyhow!(
+                            "[smtp] ca_file {} is not a PEM certificate: {e}",
+                            ca.display()
+                        )
+                    })?;
+                    builder = builder.add_root_certificate(cert);
+                }
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?,
+                )
+            }
+        };
+        let helo = match &smtp.helo_name {
+            Some(h) => ClientId::Domain(h.clone()),
+            None => local_client_id(),
+        };
+        Ok(Settings {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security: smtp.security,
+            auth: smtp.auth,
+            username: smtp.username.clone().unwrap_or_default(),
+            secret,
+            timeout: smtp.timeout,
+            tls,
+            helo,
+            from: config.sender.from.email.clone(),
+        })
+    }
+
+    /// `host:port`.
+    pub fn relay(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn local_client_id() -> ClientId {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(name) = std::str::from_utf8(&buf[..end])
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return ClientId::Domain(name.to_string());
+        }
+    }
+    ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// What a negative reply means for the mailing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The recipient's failure, worth retrying (4xx).
+    Transient,
+    /// The recipient's failure, final (5xx).
+    Permanent,
+    /// The relay asks us to slow down (421, rate, too many): pause and resume.
+    RelayBusy,
+    /// The relay will not take more today (daily quota): stop cleanly.
+    RelayQuota,
+    /// Authentication refused: stop.
+    Auth,
+}
+
+/// A reply from the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The enhanced status code (`5.1.1`), where the reply has one.
+    pub enhanced: Option<String>,
+    /// The text, lines joined by spaces.
+    pub text: String,
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+impl Reply {
+    fn from_response(r: &lettre::transport::smtp::response::Response) -> Reply {
+        let text = clean(&r.message().collect::<Vec<_>>().join(" "));
+        Reply {
+            code: r.code().to_string().parse().unwrap_or(0),
+            enhanced: enhanced_code(&text),
+            text,
+        }
+    }
+
+    fn from_error(e: &lettre::transport::smtp::Error) -> Option<Reply> {
+        let code = e.status()?;
+        let text = std::error::Error::source(e)
+            .map(|s| clean(&s.to_string()))
+            .unwrap_or_default();
+        Some(Reply {
+            code: code.to_string().parse().unwrap_or(0),
+            enhanced: enhanced_code(&text),
+            text,
+        })
+    }
+
+    /// What this negative reply means.
+    pub fn verdict(&self) -> Verdict {
+        classify(self.code, self.enhanced.as_deref(), &self.text)
+    }
+}
+
+/// One line, printable, bounded: replies go to the journal and the terminal.
+fn clean(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(500)
+        .collect();
+    if text.chars().count() > 500 {
+        out.push('…');
+    }
+    out.trim().to_string()
+}
+
+/// The enhanced status code at the start of a reply text (`5.1.1 <x>: ...`).
+pub fn enhanced_code(text: &str) -> Option<String> {
+    let first = text.split_whitespace().next()?;
+    let parts: Vec<&str> = first.split('.').collect();
+    let ok = parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
+    ok.then(|| first.to_string())
+}
+
+/// Classifies a negative reply by code, enhanced code and text (the contract's rules).
+pub fn classify(code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
+    let t = text.to_ascii_lowercase();
+    let says_rate = [
+        "rate limit",
+        "ratelimit",
+        "rate-limit",
+        "rate exceeded",
+        "sending rate",
+        "message rate",
+        "too many",
+        "throttl",
+        "slow down",
+        "try again later",
+        "limit exceeded",
+    ]
+    .iter()
+    .any(|w| t.contains(w));
+    let says_quota = ["quota", "daily limit", "sending limit", "limit reached"]
+        .iter()
+        .any(|w| t.contains(w));
+    let (class, subject) = match enhanced.map(|e| e.split('.').collect::<Vec<_>>()) {
+        Some(p) if p.len() == 3 => (p[0].to_string(), format!("{}.{}", p[1], p[2])),
+        _ => (String::new(), String::new()),
+    };
+    // Authentication.
+    if code == 535
+        || code == 534
+        || code == 530
+        || subject == "7.8"
+        || subject == "7.139"
+        || subject == "7.57"
+        || subject == "7.0" && code == 530
+    {
+        return Verdict::Auth;
+    }
+    // Mailbox full / unknown user: the recipient, whatever the words.
+    if subject.starts_with("1.") || subject.starts_with("2.") {
+        return if code >= 500 {
+            Verdict::Permanent
+        } else {
+            Verdict::Transient
+        };
+    }
+    if code == 421 || code == 454 {
+        return Verdict::RelayBusy;
+    }
+    if subject == "4.5" {
+        return if code >= 500 || class == "5" {
+            Verdict::RelayQuota
+        } else {
+            Verdict::RelayBusy
+        };
+    }
+    if code < 500 {
+        if class == "4" && subject.starts_with("7.") || says_rate || says_quota {
+            return Verdict::RelayBusy;
+        }
+        return Verdict::Transient;
+    }
+    if says_quota || says_rate {
+        return Verdict::RelayQuota;
+    }
+    Verdict::Permanent
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The relay refused the login.
+    #[error("the relay {relay} refused the login: {reply}")]
+    Auth {
+        /// `host:port`.
+        relay: String,
+        /// The reply.
+        reply: String,
+    },
+    /// The relay answered but is busy or limiting (421 at the greeting, ...).
+    #[error("the relay {relay} is busy: {reply}")]
+    Busy {
+        /// `host:port`.
+        relay: String,
+        /// The reply.
+        reply: Reply,
+    },
+    /// TLS could not be set up (certificate, STARTTLS missing or refused): no retry helps.
+    #[error("no secure connection to {relay}: {reason}")]
+    Tls {
+        /// `host:port`.
+        relay: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No connection (refused, unreachable, timed out).
+    #[error("cannot connect to {relay}: {reason}")]
+    Unreachable {
+        /// `host:port`.
+        relay: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How one delivery on a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted.
+    Sent(Reply),
+    /// Refused with a reply.
+    Refused(Reply),
+    /// The connection broke or timed out before DATA went out: nothing was delivered.
+    LostBeforeData(String),
+    /// The connection broke or timed out after DATA went out: the outcome is unknown.
+    LostAfterData(String),
+}
+
+/// An open, logged-in connection.
+pub struct Connection {
+    inner: AsyncSmtpConnection,
+    timeout: Duration,
+    broken: bool,
+}
+
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !msg.contains(&s_text) {
+            msg.push_str(": ");
+            msg.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    clean(&msg)
+}
+
+/// Opens a connection: TCP, TLS or STARTTLS, EHLO, login. Each step has the timeout.
+pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
+    let relay = s.relay();
+    let t = s.timeout;
+    let step = |what: &str| format!("{what} timed out after {} s", t.as_secs());
+    let implicit = if s.security == Security::Tls {
+        s.tls.clone()
+    } else {
+        None
+    };
+    let addr: (&str, u16) = (s.host.trim_start_matches('[').trim_end_matches(']'), s.port);
+    let greeting = timeout(
+        t,
+        AsyncSmtpConnection::connect_tokio1(addr, Some(t), &s.helo, implicit, None::<IpAddr>),
+    )
+    .await;
+    let mut inner = match greeting {
+        Err(_) => {
+            return Err(ConnectError::Unreachable {
+                relay,
+                reason: step("connecting (greeting and EHLO)"),
+            });
+        }
+        Ok(Err(e)) => {
+            if let Some(reply) = Reply::from_error(&e) {
+                return Err(match reply.verdict() {
+                    Verdict::Auth => ConnectError::Auth {
+                        relay,
+                        reply: reply.to_string(),
+                    },
+                    _ => ConnectError::Busy { relay, reply },
+                });
+            }
+            if e.is_tls() {
+                return Err(ConnectError::Tls {
+                    relay,
+                    reason: describe(&e),
+                });
+            }
+            return Err(ConnectError::Unreachable {
+                relay,
+                reason: describe(&e),
+            });
+        }
+        Ok(Ok(c)) => c,
+    };
+    if s.security == Security::StartTls {
+        if !inner.can_starttls() {
+            inner.abort().await;
+            return Err(ConnectError::Tls {
+                relay,
+                reason: "the relay does not offer STARTTLS; personal data must not go unencrypted (security = \"tls\" for port 465)".into(),
+            });
+        }
+        let Some(tls) = s.tls.clone() else {
+            return Err(ConnectError::Tls {
+                relay,
+                reason: "TLS parameters missing".into(),
+            });
+        };
+        match timeout(t, inner.starttls(tls, &s.helo)).await {
+            Err(_) => {
+                return Err(ConnectError::Unreachable {
+                    relay,
+                    reason: step("STARTTLS"),
+                });
+            }
+            Ok(Err(e)) => {
+                let reason = match Reply::from_error(&e) {
+                    Some(r) => format!("STARTTLS refused: {r}"),
+                    None => describe(&e),
+                };
+                return Err(ConnectError::Tls { relay, reason });
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+    if s.auth != AuthMethod::None {
+        let mechanism = match s.auth {
+            AuthMethod::Login => Mechanism::Login,
+            AuthMethod::Xoauth2 => Mechanism::Xoauth2,
+            _ => Mechanism::Plain,
+        };
+        let secret = s
+            .secret
+            .as_ref()
+            .map(|x| x.expose_secret().to_string())
+            .unwrap_or_default();
+        let creds = Credentials::new(s.username.clone(), secret);
+        match timeout(t, inner.auth(&[mechanism], &creds)).await {
+            Err(_) => {
+                return Err(ConnectError::Unreachable {
+                    relay,
+                    reason: step("login"),
+                });
+            }
+            Ok(Err(e)) => {
+                let reply = Reply::from_error(&e);
+                return Err(match reply {
+                    Some(r) if r.verdict() == Verdict::RelayBusy => {
+                        ConnectError::Busy { relay, reply: r }
+                    }
+                    Some(r) => ConnectError::Auth {
+                        relay,
+                        reply: r.to_string(),
+                    },
+                    None => ConnectError::Auth {
+                        relay,
+                        reply: describe(&e),
+                    },
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(Connection {
+        inner,
+        timeout: t,
+        broken: false,
+    })
+}
+
+impl Connection {
+    /// Whether the connection may carry another message.
+    pub fn usable(&self) -> bool {
+        !self.broken && !self.inner.has_broken()
+    }
+
+    /// One transaction: MAIL, RCPT, DATA, the message. Never retries by itself.
+    pub async fn deliver(&mut self, from: &Address, rcpt: &Address, bytes: &[u8]) -> Delivery {
+        let t = self.timeout;
+        let timed_out = |what: &str| format!("no reply to {what} within {} s", t.as_secs());
+        for (what, cmd) in [
+            (
+                "MAIL FROM",
+                Mail::new(Some(from.clone()), vec![]).to_string(),
+            ),
+            ("RCPT TO", Rcpt::new(rcpt.clone(), vec![]).to_string()),
+            ("DATA", Data.to_string()),
+        ] {
+            match timeout(t, self.inner.command(cmd)).await {
+                Err(_) => {
+                    self.broken = true;
+                    return Delivery::LostBeforeData(timed_out(what));
+                }
+                Ok(Err(e)) => match Reply::from_error(&e) {
+                    Some(reply) => {
+                        self.reset().await;
+                        return Delivery::Refused(reply);
+                    }
+                    None => {
+                        self.broken = true;
+                        return Delivery::LostBeforeData(format!("{what}: {}", describe(&e)));
+                    }
+                },
+                Ok(Ok(_)) => {}
+            }
+        }
+        match timeout(t, self.inner.message(bytes)).await {
+            Err(_) => {
+                self.broken = true;
+                Delivery::LostAfterData(timed_out("the end of the message"))
+            }
+            Ok(Err(e)) => match Reply::from_error(&e) {
+                Some(reply) => Delivery::Refused(reply),
+                None => {
+                    self.broken = true;
+                    Delivery::LostAfterData(describe(&e))
+                }
+            },
+            Ok(Ok(r)) => Delivery::Sent(Reply::from_response(&r)),
+        }
+    }
+
+    async fn reset(&mut self) {
+        match timeout(self.timeout, self.inner.command(Rset)).await {
+            Ok(Ok(_)) => {}
+            _ => self.broken = true,
+        }
+    }
+
+    /// Says goodbye (bounded by the timeout); errors do not matter any more.
+    pub async fn quit(mut self) {
+        if self.usable() {
+            let _ = timeout(self.timeout, self.inner.quit()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(code: u16, text: &str) -> Verdict {
+        classify(code, enhanced_code(text).as_deref(), text)
+    }
+
+    #[test]
+    fn classification_of_the_contract() {
+        assert_eq!(
+            v(
+                550,
+                "5.1.1 <bo@example.se>: Recipient address rejected: User unknown"
+            ),
+            Verdict::Permanent
+        );
+        assert_eq!(v(451, "4.3.0 Temporary lookup failure"), Verdict::Transient);
+        assert_eq!(v(450, "4.2.2 Mailbox full, over quota"), Verdict::Transient);
+        assert_eq!(v(552, "5.2.2 Mailbox full"), Verdict::Permanent);
+        assert_eq!(v(421, "4.7.0 Too many connections"), Verdict::RelayBusy);
+        assert_eq!(v(451, "4.7.1 Rate limit exceeded"), Verdict::RelayBusy);
+        assert_eq!(
+            v(452, "4.4.5 Insufficient system storage"),
+            Verdict::RelayBusy
+        );
+        assert_eq!(
+            v(454, "4.7.0 TLS not available due to local problem"),
+            Verdict::RelayBusy
+        );
+        assert_eq!(
+            v(550, "5.4.5 Daily user sending quota exceeded"),
+            Verdict::RelayQuota
+        );
+        assert_eq!(
+            v(554, "Message rejected: Sending quota exceeded"),
+            Verdict::RelayQuota
+        );
+        assert_eq!(v(535, "5.7.8 Error: authentication failed"), Verdict::Auth);
+        assert_eq!(
+            v(
+                535,
+                "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled"
+            ),
+            Verdict::Auth
+        );
+        assert_eq!(v(450, "Too many messages, slow down"), Verdict::RelayBusy);
+        assert_eq!(v(554, "5.7.1 Relay access denied"), Verdict::Permanent);
+    }
+
+    #[test]
+    fn enhanced_codes() {
+        assert_eq!(enhanced_code("5.1.1 <x>: nope").as_deref(), Some("5.1.1"));
+        assert_eq!(enhanced_code("4.7.139 x").as_deref(), Some("4.7.139"));
+        assert_eq!(enhanced_code("Ok"), None);
+        assert_eq!(enhanced_code("1.2.3 x"), None);
+        assert_eq!(enhanced_code(""), None);
+    }
+
+    #[test]
+    fn replies_are_one_bounded_line() {
+        let long = "x".repeat(2000);
+        assert!(clean(&long).chars().count() <= 501);
+        assert_eq!(clean("a\r\nb"), "a  b");
+    }
+}

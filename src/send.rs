@@ -1,0 +1,1037 @@
+//! `send` and `retry`: preflight, confirmation, then delivery under the rate limit with
+//! every attempt and outcome in the journal.
+//!
+//! `retry` is a choice of recipients, not a second sender: both go through `deliver`.
+//! One dispatcher awaits the rate limiter (governor's waiters are not served in order) and
+//! hands each message to an idle connection; at most `concurrency` connections exist. A
+//! worker journals the attempt durably before MAIL FROM, delivers, and journals the outcome
+//! durably before the dispatcher counts it. Replies about the relay rather than the
+//! recipient pause the whole run, or stop it cleanly; one recipient's failure never stops
+//! the batch.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{BufRead, IsTerminal, Write};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, anyhow};
+use governor::{Quota, RateLimiter};
+use lettre::Address;
+use tokio::sync::mpsc;
+
+use crate::cli::{RetryArgs, SendArgs};
+use crate::config::{AuthMethod, Config};
+use crate::exit_codes::ExitCode;
+use crate::journal::{self, Class, Event, Journal, State, Writer};
+use crate::mailing::Mailing;
+use crate::message;
+use crate::output::Output;
+use crate::progress::Progress;
+use crate::recipients::file_stem;
+use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Verdict};
+use crate::{Fail, ResultExt, private, secrets};
+
+/// Relay refusals in a row (with no delivery in between) before the run gives up.
+const MAX_RELAY_PUSHBACKS: u32 = 8;
+/// The longest pause the relay can impose on the run.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+/// Which recipients a run takes on.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// `send`: pending, unknown, failed-transient.
+    Send,
+    /// `retry`: failed-transient and unknown (with `permanent`: also failed-permanent and bounced).
+    Retry {
+        /// `--permanent`.
+        permanent: bool,
+    },
+    /// `send --test-to`: the first N recipients' messages, to one address.
+    Test {
+        /// The test address.
+        to: String,
+    },
+}
+
+impl Selection {
+    fn takes(&self, state: State) -> bool {
+        match self {
+            Selection::Send => matches!(
+                state,
+                State::Pending | State::Unknown | State::FailedTransient
+            ),
+            Selection::Retry { permanent } => {
+                matches!(state, State::FailedTransient | State::Unknown)
+                    || (*permanent && matches!(state, State::FailedPermanent | State::Bounced))
+            }
+            Selection::Test { .. } => true,
+        }
+    }
+
+    fn command(&self) -> &'static str {
+        match self {
+            Selection::Retry { .. } => "retry",
+            _ => "send",
+        }
+    }
+
+    fn is_test(&self) -> bool {
+        matches!(self, Selection::Test { .. })
+    }
+}
+
+/// A run's choices.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Who.
+    pub selection: Selection,
+    /// At most this many.
+    pub limit: Option<u64>,
+    /// No question asked.
+    pub yes: bool,
+    /// Leave invalid rows out.
+    pub skip_invalid: bool,
+    /// Allow templates that differ from earlier runs'.
+    pub allow_changed_templates: bool,
+}
+
+/// Runs `send`.
+pub fn run_send(config: Config, args: &SendArgs, out: &Output) -> Result<ExitCode, Fail> {
+    let selection = match &args.test_to {
+        Some(to) => {
+            let to = crate::recipients::normalize_email(to)
+                .map_err(|e| Fail::Input(anyhow!("--test-to: {e}")))?;
+            Selection::Test { to }
+        }
+        None => Selection::Send,
+    };
+    let limit = match selection {
+        Selection::Test { .. } => Some(args.limit.unwrap_or(1)),
+        _ => args.limit,
+    };
+    deliver(
+        config,
+        Plan {
+            selection,
+            limit,
+            yes: args.yes,
+            skip_invalid: args.skip_invalid,
+            allow_changed_templates: args.allow_changed_templates,
+        },
+        out,
+    )
+}
+
+/// Runs `retry`.
+pub fn run_retry(config: Config, args: &RetryArgs, out: &Output) -> Result<ExitCode, Fail> {
+    deliver(
+        config,
+        Plan {
+            selection: Selection::Retry {
+                permanent: args.permanent,
+            },
+            limit: None,
+            yes: args.yes,
+            skip_invalid: true,
+            allow_changed_templates: args.allow_changed_templates,
+        },
+        out,
+    )
+}
+
+/// Reads the relay's secret, as the config says.
+pub fn relay_settings(config: &Config) -> Result<Settings, Fail> {
+    let secret = match &config.smtp.secret {
+        None => None,
+        Some(source) => {
+            let what = if config.smtp.auth == AuthMethod::Xoauth2 {
+                "OAuth2 access token"
+            } else {
+                "SMTP password"
+            };
+            Some(secrets::read(source, what).input()?)
+        }
+    };
+    Settings::new(config, secret).input()
+}
+
+/// Maps a failed first connection to the exit code the contract gives it.
+pub fn connect_failure(e: ConnectError) -> Fail {
+    Fail::Fatal(anyhow!("{e}"))
+}
+
+/// What preflight chose.
+struct Chosen {
+    count: u64,
+    already_sent: u64,
+    first_subject: Option<String>,
+}
+
+fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
+    let mailing = Mailing::open(config)?;
+    let journal_path = mailing.config.journal.path.clone();
+    let (writer, torn) = Writer::open(&journal_path)?;
+    if let Some(w) = torn {
+        out.warn(&w);
+    }
+    let journal = Journal::read(&journal_path)?;
+    check_journal(&mailing, &journal, &plan, out)?;
+
+    // Preflight: every row valid, every message built; count who this run takes on.
+    let mut chosen = Chosen {
+        count: 0,
+        already_sent: 0,
+        first_subject: None,
+    };
+    let limit = plan.limit.unwrap_or(u64::MAX);
+    let pre = mailing.preflight(|recipient, rendered, _| {
+        let state = journal.state(&recipient.key);
+        if state == State::Sent && !plan.selection.is_test() {
+            chosen.already_sent += 1;
+        }
+        if chosen.count < limit && plan.selection.takes(state) {
+            chosen.count += 1;
+            if chosen.first_subject.is_none() {
+                chosen.first_subject = Some(rendered.subject.clone());
+            }
+        }
+        Ok(())
+    })?;
+    for w in &pre.scan.warnings {
+        out.warn(&w.to_string());
+    }
+    let errors = pre.error_lines();
+    for e in &errors {
+        out.error_line(e);
+    }
+    let invalid = pre.invalid();
+    if invalid > 0 && !plan.skip_invalid {
+        return Err(Fail::Input(anyhow!(
+            "{invalid} of {} rows cannot be sent; nothing was sent: correct them, or leave them out with --skip-invalid",
+            pre.scan.rows
+        )));
+    }
+    if invalid > 0 {
+        out.warn(&format!(
+            "{invalid} invalid rows are left out (listed above)"
+        ));
+    }
+    if chosen.count == 0 {
+        out.summary(&format!(
+            "nothing to do: {} of {} recipients are already sent; see `utskick status`",
+            chosen.already_sent, pre.rendered
+        ));
+        let _ = writer.close();
+        return Ok(ExitCode::Success);
+    }
+
+    // The relay: secret, then a connection and login before the question.
+    let settings = relay_settings(&mailing.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::Fatal(anyhow!("cannot start the async runtime: {e}")))?;
+    let first = runtime
+        .block_on(relay::connect(&settings))
+        .map_err(connect_failure)?;
+    out.info(&format!("connected to {} and logged in", settings.relay()));
+
+    let what = match &plan.selection {
+        Selection::Test { to } => format!(
+            "{} test messages to {to} (no customer gets anything)",
+            chosen.count
+        ),
+        Selection::Send => format!("{} messages to {} recipients", chosen.count, chosen.count),
+        Selection::Retry { .. } => format!(
+            "{} messages again, to recipients whose delivery failed or is unknown",
+            chosen.count
+        ),
+    };
+    let question = format!(
+        "About to send {what}\n  relay:    {}\n  from:     {}\n  subject:  {}\n  campaign: {}\n  already sent by earlier runs: {}\n  journal:  {}",
+        settings.relay(),
+        mailing.config.sender.from,
+        chosen.first_subject.as_deref().unwrap_or(""),
+        mailing.config.campaign,
+        chosen.already_sent,
+        journal_path.display()
+    );
+    if !plan.yes && !confirm(&question, out)? {
+        runtime.block_on(first.quit());
+        let _ = writer.close();
+        return Err(Fail::Input(anyhow!("not confirmed: nothing was sent")));
+    }
+
+    let run = journal::new_run_id();
+    writer
+        .append_blocking(&Event::Run {
+            ts: journal::now(),
+            run: run.clone(),
+            campaign: mailing.config.campaign.clone(),
+            command: plan.selection.command().into(),
+            recipients_sha256: mailing.csv.sha256.clone(),
+            templates_sha256: mailing.templates.sha256.clone(),
+            relay: settings.relay(),
+            test: plan.selection.is_test(),
+        })
+        .fatal()?;
+
+    let writer = Arc::new(writer);
+    let mailing = Arc::new(mailing);
+    let journal = Arc::new(journal);
+    let progress = Progress::new(chosen.count, out);
+    let engine = Engine {
+        mailing: mailing.clone(),
+        writer: writer.clone(),
+        settings,
+        run: run.clone(),
+        plan: plan.clone(),
+        journal: journal.clone(),
+        archive: mailing.config.journal.archive.clone(),
+    };
+    let report = runtime.block_on(engine.run(first, chosen.count, &progress));
+    progress.finish();
+    let outcome_text = report.outcome_text();
+    let _ = writer.append_blocking(&Event::End {
+        ts: journal::now(),
+        run,
+        outcome: outcome_text.clone(),
+    });
+    drop(runtime);
+    let close = match Arc::try_unwrap(writer) {
+        Ok(w) => w.close(),
+        Err(_) => Ok(()),
+    };
+    out.summary(&report.summary(chosen.count, &journal_path));
+    if let Err(e) = close {
+        return Err(Fail::Fatal(e));
+    }
+    Ok(report.exit_code(chosen.count))
+}
+
+fn check_journal(
+    mailing: &Mailing,
+    journal: &Journal,
+    plan: &Plan,
+    out: &Output,
+) -> Result<(), Fail> {
+    let campaign = &mailing.config.campaign;
+    let others: Vec<&str> = journal
+        .campaigns()
+        .into_iter()
+        .filter(|c| c != campaign)
+        .collect();
+    if !others.is_empty() {
+        return Err(Fail::Input(anyhow!(
+            "journal {} belongs to campaign {:?}, not {campaign:?}: use another [journal] path for a new mailing",
+            mailing.config.journal.path.display(),
+            others.join(", ")
+        )));
+    }
+    if !plan.selection.is_test() {
+        let changed = journal.other_templates(&mailing.templates.sha256);
+        if let Some(run) = changed.first() {
+            if !plan.allow_changed_templates {
+                return Err(Fail::Input(anyhow!(
+                    "the templates differ from those of the run started {} ({} recipients were sent that text): half the customers would get one text and half another. Restore the templates, or pass --allow-changed-templates if the change is intended",
+                    run.started,
+                    journal
+                        .runs
+                        .iter()
+                        .filter(|r| r.templates_sha256 == run.templates_sha256)
+                        .map(|r| r.sent)
+                        .sum::<u64>()
+                )));
+            }
+            out.warn("the templates differ from those of earlier runs (--allow-changed-templates)");
+        }
+    }
+    if let Some(run) = journal
+        .runs
+        .iter()
+        .rev()
+        .find(|r| !r.test && !r.recipients_sha256.is_empty())
+        && run.recipients_sha256 != mailing.csv.sha256
+    {
+        out.info(&format!(
+            "note: the CSV has changed since the run started {} (corrected addresses?); recipients already sent are still skipped",
+            run.started
+        ));
+    }
+    Ok(())
+}
+
+fn confirm(question: &str, out: &Output) -> Result<bool, Fail> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::Input(anyhow!(
+            "refusing to send without confirmation: there is no terminal to ask on; pass --yes to send unattended"
+        )));
+    }
+    let _ = out;
+    eprintln!("{question}");
+    eprint!("Type yes to send: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Fail::Fatal(anyhow!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        answer.trim().to_lowercase().as_str(),
+        "yes" | "y" | "ja" | "j"
+    ))
+}
+
+/// One message to deliver.
+#[derive(Debug, Clone)]
+struct Job {
+    key: String,
+    email: String,
+    rcpt: Address,
+    message_id: String,
+    bytes: Arc<Vec<u8>>,
+    archive_name: String,
+    /// Attempts made in this run.
+    attempts: u32,
+    /// Attempts in earlier runs (for the attempt number).
+    earlier: u32,
+}
+
+/// How a delivery task ended, for the dispatcher.
+enum Outcome {
+    Sent,
+    /// The recipient's failure, booked.
+    Failed {
+        class: Class,
+        reason: String,
+    },
+    /// Lost after DATA: booked unknown, not retried in this run.
+    Unknown,
+    /// The relay refused for itself; the job goes back in the queue.
+    Relay {
+        verdict: Verdict,
+        reason: String,
+    },
+    /// No connection could be made; the job goes back in the queue.
+    NoConnection(ConnectError),
+    /// The journal could not be written: stop at once.
+    JournalFailed(String),
+}
+
+/// Why a run stopped before taking on everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    Interrupted,
+    Quota(String),
+    DailyLimit(u64),
+    RelayKeepsRefusing(String),
+    Fatal(String),
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+struct Report {
+    sent: u64,
+    failed_permanent: u64,
+    failed_transient: u64,
+    unknown: u64,
+    stop: Option<Stop>,
+    attempts: u64,
+}
+
+impl Report {
+    fn outcome_text(&self) -> String {
+        match &self.stop {
+            None => "complete".into(),
+            Some(Stop::Interrupted) => "interrupted".into(),
+            Some(Stop::Quota(r)) => format!("stopped: the relay's quota: {r}"),
+            Some(Stop::DailyLimit(n)) => format!("stopped: daily_limit {n} reached"),
+            Some(Stop::RelayKeepsRefusing(r)) => format!("stopped: the relay keeps refusing: {r}"),
+            Some(Stop::Fatal(r)) => format!("stopped: {r}"),
+        }
+    }
+
+    fn summary(&self, taken: u64, journal: &std::path::Path) -> String {
+        let left = taken.saturating_sub(
+            self.sent + self.failed_permanent + self.failed_transient + self.unknown,
+        );
+        let mut s = format!(
+            "sent {}, failed-permanent {}, failed-transient {}, unknown {}, not attempted {} (of {taken})",
+            self.sent, self.failed_permanent, self.failed_transient, self.unknown, left
+        );
+        if self.stop.is_some() {
+            s.push_str(&format!("\n{}", self.outcome_text()));
+        }
+        s.push_str(&format!("\njournal: {}", journal.display()));
+        if self.failed_transient + self.unknown > 0 || left > 0 {
+            s.push_str("\nnext: `utskick status` to see who is left, `utskick retry` or `utskick send` to go on");
+        }
+        s
+    }
+
+    fn exit_code(&self, taken: u64) -> ExitCode {
+        match &self.stop {
+            Some(Stop::Interrupted) => ExitCode::Interrupted,
+            Some(Stop::Fatal(_)) => ExitCode::Fatal,
+            _ if self.sent == taken => ExitCode::Success,
+            _ => ExitCode::Incomplete,
+        }
+    }
+}
+
+struct Engine {
+    mailing: Arc<Mailing>,
+    writer: Arc<Writer>,
+    settings: Settings,
+    run: String,
+    plan: Plan,
+    journal: Arc<Journal>,
+    archive: Option<PathBuf>,
+}
+
+/// A job waiting to be tried again, ordered by when.
+struct Delayed {
+    at: tokio::time::Instant,
+    seq: u64,
+    job: Job,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at && self.seq == o.seq
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Earliest first in a max-heap.
+        o.at.cmp(&self.at).then(o.seq.cmp(&self.seq))
+    }
+}
+
+impl Engine {
+    async fn run(self, first: Connection, taken: u64, progress: &Progress) -> Report {
+        let this = Arc::new(self);
+        let mut report = Report::default();
+        let concurrency = this.mailing.config.sending.concurrency;
+        let sending = this.mailing.config.sending.clone();
+
+        // The producer: reads the CSV again, chooses, renders and builds, in CSV order.
+        let (job_tx, mut job_rx) = mpsc::channel::<Job>(concurrency * 4 + 8);
+        let producer = {
+            let this = this.clone();
+            std::thread::spawn(move || this.produce(job_tx))
+        };
+
+        let per = sending.rate.per / sending.rate.count;
+        let quota = Quota::with_period(per.max(Duration::from_nanos(1)))
+            .map(|q| q.allow_burst(NonZeroU32::new(sending.burst).unwrap_or(NonZeroU32::MIN)));
+        let limiter = quota.map(RateLimiter::direct);
+        let daily_budget = sending
+            .daily_limit
+            .map(|d| d.saturating_sub(this.journal.sent_last_24h));
+
+        let mut idle: Vec<Option<Connection>> = (0..concurrency).map(|_| None).collect();
+        idle[0] = Some(first);
+        let (res_tx, mut res_rx) =
+            mpsc::channel::<(Option<Connection>, Job, Outcome)>(concurrency + 1);
+        let mut in_flight = 0usize;
+        let mut retries: BinaryHeap<Delayed> = BinaryHeap::new();
+        let mut front: VecDeque<Job> = VecDeque::new();
+        let mut seq = 0u64;
+        let mut producer_done = false;
+        let mut next: Option<Job> = None;
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        let mut pushbacks = 0u32;
+        let mut dispatched_budget = 0u64;
+        let mut interrupts = 0u32;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+
+        loop {
+            let stopping = report.stop.is_some();
+            if stopping && in_flight == 0 {
+                break;
+            }
+            if !stopping
+                && producer_done
+                && next.is_none()
+                && front.is_empty()
+                && retries.is_empty()
+                && in_flight == 0
+            {
+                break;
+            }
+            if let Some(budget) = daily_budget
+                && !stopping
+                && dispatched_budget >= budget
+                && next.is_some()
+                && in_flight == 0
+            {
+                report.stop = Some(Stop::DailyLimit(sending.daily_limit.unwrap_or(0)));
+                continue;
+            }
+            let paused = paused_until.is_some_and(|p| p > tokio::time::Instant::now());
+            let want_job = next.is_none() && !stopping;
+            let can_dispatch = next.is_some()
+                && !stopping
+                && !paused
+                && !idle.is_empty()
+                && daily_budget.is_none_or(|b| dispatched_budget < b);
+            let earliest_retry = retries.peek().map(|d| d.at);
+            tokio::select! {
+                biased;
+                r = &mut ctrl_c, if interrupts == 0 => {
+                    let _ = r;
+                    interrupts += 1;
+                    report.stop.get_or_insert(Stop::Interrupted);
+                    progress.note("interrupted: no new messages; waiting for those under way (Ctrl-C again to leave at once)");
+                    let writer = this.writer.clone();
+                    tokio::spawn(async move {
+                        if tokio::signal::ctrl_c().await.is_ok() {
+                            // Every journal line is written whole or not at all and a torn
+                            // tail is cut by the next writer: leaving now keeps it true.
+                            drop(writer);
+                            eprintln!("interrupted again: leaving at once; the journal is consistent");
+                            std::process::exit(ExitCode::Interrupted.code());
+                        }
+                    });
+                }
+                Some((conn, job, outcome)) = res_rx.recv(), if in_flight > 0 => {
+                    in_flight -= 1;
+                    idle.push(conn);
+                    self::handle(&this, &mut report, progress, &sending, job, outcome,
+                        &mut retries, &mut front, &mut seq, &mut paused_until, &mut pushbacks);
+                }
+                _ = async { if let Some(p) = paused_until { tokio::time::sleep_until(p).await } }, if paused && next.is_some() => {
+                    paused_until = None;
+                }
+                job = async {
+                    if let Some(j) = front.pop_front() {
+                        return Some(j);
+                    }
+                    if let Some(at) = earliest_retry
+                        && at <= tokio::time::Instant::now()
+                    {
+                        return retries.pop().map(|d| d.job);
+                    }
+                    if producer_done {
+                        if let Some(at) = earliest_retry {
+                            tokio::time::sleep_until(at).await;
+                            return retries.pop().map(|d| d.job);
+                        }
+                        std::future::pending::<()>().await;
+                        return None;
+                    }
+                    match earliest_retry {
+                        Some(at) => tokio::select! {
+                            j = job_rx.recv() => j.or_else(|| { None }),
+                            _ = tokio::time::sleep_until(at) => retries.pop().map(|d| d.job),
+                        },
+                        None => job_rx.recv().await,
+                    }
+                }, if want_job => {
+                    match job {
+                        Some(j) => next = Some(j),
+                        None => {
+                            if !producer_done && retries.is_empty() && front.is_empty() {
+                                producer_done = true;
+                            } else if !producer_done {
+                                producer_done = job_rx.is_closed() && job_rx.is_empty();
+                            }
+                        }
+                    }
+                }
+                _ = async {
+                    if let Some(l) = &limiter { l.until_ready().await }
+                }, if can_dispatch => {
+                    if let (Some(job), Some(conn)) = (next.take(), idle.pop()) {
+                        in_flight += 1;
+                        dispatched_budget += 1;
+                        let this = this.clone();
+                        let tx = res_tx.clone();
+                        tokio::spawn(async move {
+                            let (conn, job, outcome) = this.attempt(conn, job).await;
+                            let _ = tx.send((conn, job, outcome)).await;
+                        });
+                    }
+                }
+            }
+        }
+        // Whatever is still queued was not attempted; close connections politely.
+        drop(job_rx);
+        for c in idle.into_iter().flatten() {
+            c.quit().await;
+        }
+        let _ = producer.join();
+        let _ = taken;
+        report
+    }
+
+    /// Reads the CSV again and feeds the chosen recipients' messages, in order.
+    fn produce(&self, tx: mpsc::Sender<Job>) {
+        let limit = self.plan.limit.unwrap_or(u64::MAX);
+        let mut count = 0u64;
+        let date = SystemTime::now();
+        let config = &self.mailing.config;
+        let result = self.mailing.recipients(|recipient| {
+            if count >= limit {
+                return Err(anyhow!("limit reached"));
+            }
+            let state = self.journal.state(&recipient.key);
+            if !self.plan.selection.takes(state) {
+                return Ok(());
+            }
+            let rendered = match self.mailing.templates.render(&recipient) {
+                Ok(r) => r,
+                Err(_) => return Ok(()), // reported by preflight; left out with --skip-invalid
+            };
+            let (message_id, to) = match &self.plan.selection {
+                Selection::Test { to } => (
+                    message::test_message_id(
+                        &config.campaign,
+                        &recipient.key,
+                        &self.run,
+                        &config.sender.domain,
+                    ),
+                    Some(to.as_str()),
+                ),
+                _ => (
+                    message::message_id(&config.campaign, &recipient.key, &config.sender.domain),
+                    None,
+                ),
+            };
+            let Ok(built) = message::build(config, &recipient, &rendered, &message_id, to, date)
+            else {
+                return Ok(());
+            };
+            let Ok(rcpt) = built.rcpt.parse::<Address>() else {
+                return Ok(());
+            };
+            count += 1;
+            let job = Job {
+                key: recipient.key.clone(),
+                email: built.rcpt.clone(),
+                rcpt,
+                message_id: built.message_id,
+                bytes: Arc::new(built.bytes),
+                archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
+                attempts: 0,
+                earlier: self
+                    .journal
+                    .recipients
+                    .get(&recipient.key)
+                    .map_or(0, |r| r.attempts),
+            };
+            tx.blocking_send(job).map_err(|_| anyhow!("stopped"))
+        });
+        let _ = result;
+    }
+
+    /// One delivery: connection, durable attempt, transaction, durable outcome.
+    async fn attempt(
+        &self,
+        conn: Option<Connection>,
+        mut job: Job,
+    ) -> (Option<Connection>, Job, Outcome) {
+        let test = self.plan.selection.is_test();
+        let mut conn = match conn {
+            Some(c) if c.usable() => c,
+            _ => match relay::connect(&self.settings).await {
+                Ok(c) => c,
+                Err(e) => return (None, job, Outcome::NoConnection(e)),
+            },
+        };
+        if self.writer.is_broken() {
+            return (
+                Some(conn),
+                job,
+                Outcome::JournalFailed("the journal cannot be written".into()),
+            );
+        }
+        job.attempts += 1;
+        let attempt = Event::Attempt {
+            ts: journal::now(),
+            run: self.run.clone(),
+            key: job.key.clone(),
+            email: job.email.clone(),
+            message_id: job.message_id.clone(),
+            attempt: job.earlier + job.attempts,
+            test,
+        };
+        if let Err(e) = self.writer.append_durable(&attempt).await {
+            return (Some(conn), job, Outcome::JournalFailed(format!("{e:#}")));
+        }
+        let delivery = conn
+            .deliver(&self.settings.from, &job.rcpt, &job.bytes)
+            .await;
+        let (event, outcome) = self.book(&job, delivery, test);
+        if let Outcome::Sent = outcome
+            && let Some(dir) = &self.archive
+            && !test
+        {
+            let _ = private::create_dir(dir)
+                .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
+        }
+        if let Err(e) = self.writer.append_durable(&event).await {
+            return (Some(conn), job, Outcome::JournalFailed(format!("{e:#}")));
+        }
+        let conn = conn.usable().then_some(conn);
+        (conn, job, outcome)
+    }
+
+    fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
+        let ts = journal::now();
+        let run = self.run.clone();
+        let key = job.key.clone();
+        let email = job.email.clone();
+        let message_id = job.message_id.clone();
+        match delivery {
+            Delivery::Sent(reply) => (
+                Event::Sent {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    code: reply.code,
+                    reply: reply.text,
+                    test,
+                },
+                Outcome::Sent,
+            ),
+            Delivery::Refused(reply) => match reply.verdict() {
+                v @ (Verdict::Transient | Verdict::Permanent) => {
+                    let class = if v == Verdict::Transient {
+                        Class::Transient
+                    } else {
+                        Class::Permanent
+                    };
+                    let reason = reply.to_string();
+                    (
+                        Event::Failed {
+                            ts,
+                            run,
+                            key,
+                            email,
+                            message_id,
+                            code: Some(reply.code),
+                            enhanced: reply.enhanced.clone(),
+                            reply: reply.text,
+                            class,
+                            test,
+                        },
+                        Outcome::Failed { class, reason },
+                    )
+                }
+                verdict => {
+                    let reason = reply.to_string();
+                    (
+                        Event::Deferred {
+                            ts,
+                            run,
+                            key,
+                            email,
+                            message_id,
+                            code: Some(reply.code),
+                            reply: reply.text,
+                            test,
+                        },
+                        Outcome::Relay { verdict, reason },
+                    )
+                }
+            },
+            Delivery::LostBeforeData(reason) => (
+                Event::Failed {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    code: None,
+                    enhanced: None,
+                    reply: format!("connection lost before DATA: {reason}"),
+                    class: Class::Transient,
+                    test,
+                },
+                Outcome::Failed {
+                    class: Class::Transient,
+                    reason: format!("connection lost before DATA: {reason}"),
+                },
+            ),
+            Delivery::LostAfterData(reason) => (
+                Event::Unknown {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    reason: format!("connection lost after DATA: {reason}"),
+                    test,
+                },
+                Outcome::Unknown,
+            ),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    this: &Arc<Engine>,
+    report: &mut Report,
+    progress: &Progress,
+    sending: &crate::config::Sending,
+    job: Job,
+    outcome: Outcome,
+    retries: &mut BinaryHeap<Delayed>,
+    front: &mut VecDeque<Job>,
+    seq: &mut u64,
+    paused_until: &mut Option<tokio::time::Instant>,
+    pushbacks: &mut u32,
+) {
+    let _ = this;
+    match outcome {
+        Outcome::Sent => {
+            report.attempts += 1;
+            report.sent += 1;
+            *pushbacks = 0;
+            progress.sent(&job.key, &job.email);
+        }
+        Outcome::Failed { class, reason } => {
+            report.attempts += 1;
+            *pushbacks = 0;
+            if class == Class::Transient && job.attempts < sending.max_attempts {
+                let delay = sending.retry_delay * 2u32.saturating_pow(job.attempts - 1);
+                progress.note(&format!(
+                    "{} <{}>: {reason}; trying again in {} s",
+                    job.key,
+                    job.email,
+                    delay.as_secs()
+                ));
+                *seq += 1;
+                retries.push(Delayed {
+                    at: tokio::time::Instant::now() + delay,
+                    seq: *seq,
+                    job,
+                });
+            } else {
+                if class == Class::Transient {
+                    report.failed_transient += 1;
+                } else {
+                    report.failed_permanent += 1;
+                }
+                progress.failed(&job.key, &job.email, &reason);
+            }
+        }
+        Outcome::Unknown => {
+            report.attempts += 1;
+            report.unknown += 1;
+            progress.failed(&job.key, &job.email, "connection lost after DATA: outcome unknown (a rerun sends it again with the same Message-ID)");
+        }
+        Outcome::Relay { verdict, reason } => match verdict {
+            Verdict::RelayQuota => {
+                report.stop.get_or_insert(Stop::Quota(reason));
+            }
+            Verdict::Auth => {
+                report.stop.get_or_insert(Stop::Fatal(format!(
+                    "the relay refused the login: {reason}"
+                )));
+            }
+            _ => {
+                pushback(
+                    report,
+                    progress,
+                    sending,
+                    job,
+                    reason,
+                    front,
+                    paused_until,
+                    pushbacks,
+                    false,
+                );
+            }
+        },
+        Outcome::NoConnection(e) => match e {
+            ConnectError::Auth { .. } | ConnectError::Tls { .. } => {
+                report.stop.get_or_insert(Stop::Fatal(e.to_string()));
+            }
+            ConnectError::Busy { .. } => {
+                pushback(
+                    report,
+                    progress,
+                    sending,
+                    job,
+                    e.to_string(),
+                    front,
+                    paused_until,
+                    pushbacks,
+                    false,
+                );
+            }
+            ConnectError::Unreachable { .. } => {
+                pushback(
+                    report,
+                    progress,
+                    sending,
+                    job,
+                    e.to_string(),
+                    front,
+                    paused_until,
+                    pushbacks,
+                    true,
+                );
+            }
+        },
+        Outcome::JournalFailed(e) => {
+            report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pushback(
+    report: &mut Report,
+    progress: &Progress,
+    sending: &crate::config::Sending,
+    job: Job,
+    reason: String,
+    front: &mut VecDeque<Job>,
+    paused_until: &mut Option<tokio::time::Instant>,
+    pushbacks: &mut u32,
+    unreachable: bool,
+) {
+    *pushbacks += 1;
+    if *pushbacks > MAX_RELAY_PUSHBACKS {
+        report.stop.get_or_insert(if unreachable {
+            Stop::Fatal(reason)
+        } else {
+            Stop::RelayKeepsRefusing(reason)
+        });
+        front.push_front(job);
+        return;
+    }
+    let base = sending.retry_delay.max(Duration::from_millis(200));
+    let pause = (base * 2u32.saturating_pow(*pushbacks - 1)).min(MAX_PAUSE);
+    progress.note(&format!(
+        "the relay pushes back ({reason}); pausing {} s",
+        pause.as_secs_f32()
+    ));
+    let until = tokio::time::Instant::now() + pause;
+    if paused_until.is_none_or(|p| p < until) {
+        *paused_until = Some(until);
+    }
+    front.push_front(job);
+}
+
+/// Instant is used by progress for rates.
+pub fn elapsed_since(start: Instant) -> Duration {
+    start.elapsed()
+}

@@ -1,0 +1,10 @@
+//! The integration tests: one binary driving the built `utskick` through `support::testenv`
+//! against real SMTP servers on loopback (an in-process scriptable one, Postfix, smtp-sink).
+
+mod support {
+    pub mod postfix;
+    pub mod smtp_server;
+    pub mod testenv;
+    pub mod tls;
+}
+mod support_selftest;
