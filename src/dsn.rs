@@ -176,16 +176,24 @@ pub fn parse(raw: &[u8]) -> Report {
 
 /// Runs mail-parser, unless the message nests so many messages that its tree would be a
 /// danger to the stack; then only the headers are read.
+///
+/// mail-parser 0.11 has `debug_assert!(false, ...)` on some malformed multiparts (found by
+/// fuzzing: "Invalid part ID, could not find multipart."), so in a build with debug
+/// assertions it panics where a release build recovers. Such a panic is caught here and
+/// the headers alone are read instead. (Setting `debug-assertions = false` for the
+/// mail-parser package in the dev profile keeps its message off stderr.)
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     let parser = MessageParser::new();
     let nesting = count_ascii_ci(raw, b"message/rfc822")
         + count_ascii_ci(raw, b"message/global")
         + count_ascii_ci(raw, b"multipart/digest");
-    if nesting > MAX_NESTED_MESSAGES {
-        parser.parse_headers(raw)
-    } else {
-        parser.parse(raw)
+    let full = nesting <= MAX_NESTED_MESSAGES;
+    if full && let Ok(parsed) = std::panic::catch_unwind(|| parser.parse(raw)) {
+        return parsed;
     }
+    std::panic::catch_unwind(|| parser.parse_headers(raw))
+        .ok()
+        .flatten()
 }
 
 fn count_ascii_ci(haystack: &[u8], needle: &[u8]) -> usize {
@@ -1543,6 +1551,18 @@ mod tests {
             let report = parse(raw);
             assert!(!report.id.is_empty());
         }
+    }
+
+    #[test]
+    fn malformed_multipart_found_by_fuzzing() {
+        // With debug assertions, mail-parser 0.11 asserts on this one; we still get a report.
+        let raw = b"Message-ID: <m@example.com>\n\
+            Content-Type: multipart/mixed; boundary=b\n\n\
+            --bContent-Type: message/rfc822\n\n\
+            Content-Type: message/rfc822\n\n\n\
+            --b--";
+        let report = parse(raw);
+        assert_eq!(report.id, "<m@example.com>");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! delivery journal that stays true through crashes, Ctrl-C, dropped connections and a
 //! relay's quota. `run` is the whole program; `main.rs` only maps its result to an exit code.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit_codes;
+pub mod init;
 pub mod journal;
 pub mod mailing;
 pub mod message;
@@ -17,6 +19,7 @@ pub mod relay;
 pub mod render;
 pub mod secrets;
 pub mod send;
+pub mod status;
 
 use clap::CommandFactory;
 
@@ -81,6 +84,9 @@ fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
         Command::Preview(args) => preview::run(load()?, args, out),
         Command::Send(args) => send::run_send(load()?, args, out),
         Command::Retry(args) => send::run_retry(load()?, args, out),
+        Command::Status(args) => status::run(load()?, args, out),
+        Command::Check => check::run(&cli.config, out),
+        Command::Init(args) => init::run(&args.dir, out),
         Command::Completions(args) => {
             let mut cmd = Cli::command();
             clap_complete::generate(args.shell, &mut cmd, "utskick", &mut std::io::stdout());

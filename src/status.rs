@@ -1,0 +1,371 @@
+//! `status`: where the mailing stands, from the journal against the CSV.
+//!
+//! Counts per state, a table of everyone not sent, the runs; `--failed-csv` writes the
+//! recipients not delivered with all their columns for notification by letter (GDPR art.
+//! 34(3)(c)); `--report` writes a Markdown record for the incident file with counts only.
+//! It never sends and never writes the journal: exit 0 whatever the states, 2 on a broken
+//! journal.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::config::Config;
+use crate::exit_codes::ExitCode;
+use crate::journal::{Journal, Run, State};
+use crate::output::Output;
+use crate::recipients::{CsvSource, Encoding};
+use crate::render::Templates;
+use crate::{Fail, ResultExt, private};
+
+/// One recipient not sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotSent {
+    /// Key.
+    pub key: String,
+    /// Address.
+    pub email: String,
+    /// State (`invalid` for a row that cannot be sent at all).
+    pub state: String,
+    /// Latest reply code.
+    pub code: Option<u16>,
+    /// Latest reply or reason.
+    pub reason: String,
+    /// CSV line.
+    pub line: u64,
+}
+
+/// The whole picture.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Campaign.
+    pub campaign: String,
+    /// Journal path.
+    pub journal: String,
+    /// Per state (plus `invalid`), over the CSV's recipients.
+    pub counts: BTreeMap<String, u64>,
+    /// Recipients in the CSV.
+    pub total: u64,
+    /// Everyone not sent, in CSV order.
+    pub not_sent: Vec<NotSent>,
+    /// Keys the journal knows that the CSV no longer has.
+    pub not_in_csv: Vec<String>,
+    /// The runs.
+    pub runs: Vec<Run>,
+    /// Test deliveries accepted.
+    pub test_sent: u64,
+    /// Delay reports booked.
+    pub delays: u64,
+    /// Whether the journal ends in a torn line (a crash mid-write).
+    pub torn_tail: bool,
+}
+
+/// Reads the journal and the CSV into a `Status`.
+pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
+    let journal = Journal::read(&config.journal.path)?;
+    let csv = CsvSource::open(&config.recipients).input()?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for s in State::ALL {
+        counts.insert(s.name().to_string(), 0);
+    }
+    let mut not_sent = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut total = 0u64;
+    let scan = csv
+        .scan(|r| {
+            total += 1;
+            let state = journal.state(&r.key);
+            *counts.entry(state.name().to_string()).or_default() += 1;
+            if state != State::Sent {
+                let j = journal.recipients.get(&r.key);
+                not_sent.push(NotSent {
+                    key: r.key.clone(),
+                    email: r.email.clone(),
+                    state: state.name().to_string(),
+                    code: j.and_then(|j| j.code),
+                    reason: j.and_then(|j| j.reason.clone()).unwrap_or_default(),
+                    line: r.line,
+                });
+            }
+            seen.insert(r.key);
+            Ok(())
+        })
+        .input()?;
+    if scan.invalid > 0 {
+        counts.insert("invalid".into(), scan.invalid);
+        total += scan.invalid;
+        for d in &scan.errors {
+            not_sent.push(NotSent {
+                key: String::new(),
+                email: String::new(),
+                state: "invalid".into(),
+                code: None,
+                reason: d.to_string(),
+                line: d.line,
+            });
+        }
+        not_sent.sort_by_key(|n| n.line);
+    }
+    let mut not_in_csv: Vec<String> = journal
+        .recipients
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
+    not_in_csv.sort();
+    let status = Status {
+        campaign: config.campaign.clone(),
+        journal: config.journal.path.display().to_string(),
+        counts,
+        total,
+        not_sent,
+        not_in_csv,
+        runs: journal.runs.clone(),
+        test_sent: journal.test_sent,
+        delays: journal.delays,
+        torn_tail: journal.torn_tail,
+    };
+    Ok((status, csv, journal))
+}
+
+/// Runs `status`.
+pub fn run(config: Config, args: &StatusArgs, out: &Output) -> Result<ExitCode, Fail> {
+    let (status, csv, journal) = gather(&config)?;
+    if let Some(path) = &args.failed_csv {
+        let n = write_failed_csv(path, &csv, &journal).fatal()?;
+        out.info(&format!("wrote {n} recipients not delivered to {}", path.display()));
+    }
+    if let Some(path) = &args.report {
+        let md = report(&config, &status);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            private::create_dir(parent).fatal()?;
+        }
+        std::fs::write(path, md)
+            .with_context(|| format!("cannot write {}", path.display()))
+            .fatal()?;
+        out.info(&format!("wrote the mailing's record to {}", path.display()));
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&status)
+            .map_err(|e| Fail::Fatal(anyhow!("cannot encode status: {e}")))?;
+        out.summary(&text);
+    } else {
+        out.summary(&table(&status));
+    }
+    Ok(ExitCode::Success)
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// The text shown without `--json`.
+pub fn table(s: &Status) -> String {
+    let mut t = String::new();
+    t.push_str(&format!("campaign {}  journal {}\n\n", s.campaign, s.journal));
+    let mut order: Vec<String> = State::ALL.iter().map(|s| s.name().to_string()).collect();
+    if s.counts.contains_key("invalid") {
+        order.push("invalid".into());
+    }
+    for name in &order {
+        t.push_str(&format!("  {:<17} {:>8}\n", name, s.counts.get(name).copied().unwrap_or(0)));
+    }
+    t.push_str(&format!("  {:<17} {:>8}\n", "total", s.total));
+    if s.torn_tail {
+        t.push_str("\nnote: the journal ends in a torn line (a crash in mid-write); the next send cuts it\n");
+    }
+    if !s.not_sent.is_empty() {
+        t.push_str(&format!("\nnot sent ({}):\n", s.not_sent.len()));
+        t.push_str(&format!("  {:<12} {:<32} {:<17} {:>4}  {}\n", "key", "email", "state", "code", "reply"));
+        for n in &s.not_sent {
+            let code = n.code.map(|c| c.to_string()).unwrap_or_default();
+            let reason: String = n.reason.chars().take(90).collect();
+            t.push_str(&format!("  {:<12} {:<32} {:<17} {:>4}  {}\n", n.key, n.email, n.state, code, reason));
+        }
+    }
+    if !s.not_in_csv.is_empty() {
+        t.push_str(&format!(
+            "\nin the journal but no longer in the CSV ({}): {}\n",
+            s.not_in_csv.len(),
+            s.not_in_csv.join(", ")
+        ));
+    }
+    if !s.runs.is_empty() {
+        t.push_str("\nruns:\n");
+        for r in &s.runs {
+            t.push_str(&format!(
+                "  {} .. {}  {}{}  relay {}  sent {}  failed {}  templates {}  csv {}  {}\n",
+                r.started,
+                r.ended,
+                r.command,
+                if r.test { " (test)" } else { "" },
+                r.relay,
+                r.sent,
+                r.failed,
+                short(&r.templates_sha256),
+                short(&r.recipients_sha256),
+                r.outcome.as_deref().unwrap_or("(no end recorded: killed?)")
+            ));
+        }
+    }
+    if s.test_sent > 0 {
+        t.push_str(&format!("\ntest deliveries: {}\n", s.test_sent));
+    }
+    t
+}
+
+/// Writes every recipient not `sent` with all CSV columns plus `state` and `reason`; UTF-8
+/// with BOM and the input's delimiter, 0600. Returns how many.
+pub fn write_failed_csv(path: &Path, csv: &CsvSource, journal: &Journal) -> Result<u64> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        private::create_dir(parent)?;
+    }
+    let mut file = private::create_file(path)?;
+    file.write_all(b"\xEF\xBB\xBF")?;
+    let mut w = csv::WriterBuilder::new().delimiter(csv.delimiter).from_writer(file);
+    let mut header = csv.headers.clone();
+    header.push("state".into());
+    header.push("reason".into());
+    w.write_record(&header)?;
+    // Rows that scan rejects get state `invalid`; the rest their journal state.
+    let mut invalid: HashMap<u64, String> = HashMap::new();
+    csv.scan(|_| Ok(()))?.errors.into_iter().for_each(|d| {
+        invalid.entry(d.line).or_insert(d.message);
+    });
+    let mut n = 0u64;
+    csv.raw_rows(|line, record| {
+        let (state, reason) = if let Some(msg) = invalid.get(&line) {
+            ("invalid".to_string(), msg.clone())
+        } else {
+            let key = csv.raw_key(record).unwrap_or_default();
+            let state = journal.state(&key);
+            if state == State::Sent {
+                return Ok(());
+            }
+            let reason = journal
+                .recipients
+                .get(&key)
+                .and_then(|r| r.reason.clone())
+                .unwrap_or_else(|| "never attempted".into());
+            (state.name().to_string(), reason)
+        };
+        let mut row: Vec<String> = record.iter().map(str::to_string).collect();
+        row.resize(csv.headers.len(), String::new());
+        row.push(state);
+        row.push(reason);
+        w.write_record(&row)?;
+        n += 1;
+        Ok(())
+    })?;
+    w.flush()?;
+    let _ = csv.encoding == Encoding::Windows1252;
+    Ok(n)
+}
+
+/// The Markdown record of the mailing, with counts only: no address, name or key.
+pub fn report(config: &Config, s: &Status) -> String {
+    let real: Vec<&Run> = s.runs.iter().filter(|r| !r.test).collect();
+    let began = real.first().map(|r| r.started.as_str()).unwrap_or("not yet");
+    let ended = real.iter().map(|r| r.ended.as_str()).max().unwrap_or("not yet");
+    let sent = s.counts.get("sent").copied().unwrap_or(0);
+    let subject = subject_without_personal_data(config);
+    let templates = real
+        .last()
+        .map(|r| r.templates_sha256.clone())
+        .or_else(|| Templates::load(config).ok().map(|t| t.sha256))
+        .unwrap_or_default();
+    let mut md = String::new();
+    md.push_str(&format!("# Notification by email: {}\n\n", s.campaign));
+    md.push_str("Record of how the data subjects affected by the personal-data breach were informed (GDPR art. 34). Generated by utskick from its delivery journal; it holds counts only, no personal data.\n\n");
+    md.push_str(&format!("- Notice subject: {subject}\n"));
+    md.push_str(&format!("- Templates SHA-256: `{templates}`\n"));
+    md.push_str(&format!("- Sender: {}\n", config.sender.from.email));
+    md.push_str(&format!("- Sending began: {began}\n- Sending last active: {ended}\n"));
+    md.push_str(&format!("- Recipients in the list: {}\n", s.total));
+    md.push_str(&format!("- Notified by email (accepted by the relay, no bounce since): {sent}\n"));
+    md.push_str(&format!("- Not notified by email: {}\n\n", s.total.saturating_sub(sent)));
+    md.push_str("## Why the rest were not notified by email\n\n| state | count | meaning |\n|---|---:|---|\n");
+    let meaning = |state: &str| match state {
+        "failed-permanent" => "the relay refused the address for good (e.g. unknown user): notify by letter",
+        "bounced" => "accepted by the relay, then a delivery report said it could not be delivered: notify by letter",
+        "failed-transient" => "a temporary failure: `utskick retry` tries again",
+        "unknown" => "the connection was lost after the message was handed over: `utskick retry` sends it again",
+        "pending" => "not attempted yet (a quota or limit stopped the run): `utskick send` resumes",
+        "invalid" => "the row in the list is not usable (e.g. a malformed address): correct it, or notify by letter",
+        _ => "",
+    };
+    for (state, n) in &s.counts {
+        if state != "sent" && *n > 0 {
+            md.push_str(&format!("| {state} | {n} | {} |\n", meaning(state)));
+        }
+    }
+    let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+    for n in &s.not_sent {
+        if let Some(c) = n.code {
+            *codes.entry(format!("{} ({})", c, n.state)).or_default() += 1;
+        }
+    }
+    if !codes.is_empty() {
+        md.push_str("\nRelay reply codes among them:\n\n");
+        for (c, n) in codes {
+            md.push_str(&format!("- {c}: {n}\n"));
+        }
+    }
+    md.push_str("\n## Runs\n\n| started | last event | command | relay | sent | failed | templates | list (CSV) | ended as |\n|---|---|---|---|---:|---:|---|---|---|\n");
+    for r in &s.runs {
+        md.push_str(&format!(
+            "| {} | {} | {}{} | {} | {} | {} | `{}` | `{}` | {} |\n",
+            r.started,
+            r.ended,
+            r.command,
+            if r.test { " (test)" } else { "" },
+            r.relay,
+            r.sent,
+            r.failed,
+            short(&r.templates_sha256),
+            short(&r.recipients_sha256),
+            r.outcome.as_deref().unwrap_or("no end recorded")
+        ));
+    }
+    md.push_str(&format!(
+        "\nDelay reports received: {}. Test deliveries (to the operator, not counted above): {}.\n",
+        s.delays, s.test_sent
+    ));
+    md
+}
+
+/// The subject as the first recipient gets it, unless it holds something of theirs; then
+/// the template's own text.
+fn subject_without_personal_data(config: &Config) -> String {
+    let Ok(templates) = Templates::load(config) else {
+        return "(templates not readable)".into();
+    };
+    let Ok(csv) = CsvSource::open(&config.recipients) else {
+        return "(list not readable)".into();
+    };
+    let mut subject = None;
+    let _ = csv.scan(|r| {
+        if subject.is_none()
+            && let Ok(rendered) = templates.render(&r)
+        {
+            let personal = r.fields.iter().any(|(_, v)| match v {
+                crate::recipients::FieldValue::Text(t) => t.len() > 2 && rendered.subject.contains(t.as_str()),
+                crate::recipients::FieldValue::List(_) => false,
+            });
+            subject = Some(if personal {
+                std::fs::read_to_string(config.templates_dir.join(crate::render::SUBJECT))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            } else {
+                rendered.subject
+            });
+        }
+        Ok(())
+    });
+    subject.unwrap_or_default()
+}
