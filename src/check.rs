@@ -44,7 +44,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             &mailing.templates.sha256[..12]
         ),
     );
-    let pre = mailing.preflight(|_, _, _| Ok(()))?;
+    let pre = mailing.preflight(0, |_, _| Ok(()))?;
     let invalid = pre.invalid();
     line(
         out,

@@ -5,9 +5,11 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dsn;
 pub mod exit_codes;
 pub mod init;
 pub mod journal;
+pub mod mailbox;
 pub mod mailing;
 pub mod message;
 pub mod output;

@@ -21,8 +21,8 @@ pub struct MailItem {
     pub raw: Vec<u8>,
 }
 
-/// Reads every message of a source: a Maildir (a folder with `cur/` or `new/`), a folder of
-/// `.eml` files, an mbox file (one that starts with `From `), or any other file as one
+/// Reads every message of a source: a Maildir (a folder with `cur/` or `new/`, or one of
+/// those two alone), a folder of `.eml` files, an mbox file (one that starts with `From `), or any other file as one
 /// message. Messages come in a stable order: Maildir `new/` then `cur/`, each sorted by
 /// file name; `.eml` files sorted by name; an mbox in file order.
 pub fn read_source(path: &Path) -> Result<Vec<MailItem>> {
@@ -30,6 +30,12 @@ pub fn read_source(path: &Path) -> Result<Vec<MailItem>> {
     if meta.is_dir() {
         if path.join("cur").is_dir() || path.join("new").is_dir() {
             read_maildir(path)
+        } else if is_maildir_subfolder(path) {
+            // `Maildir/new` given on its own: every file in it is a message.
+            sorted_files(path, |_| true)?
+                .iter()
+                .map(|file| read_item(file))
+                .collect()
         } else {
             read_eml_folder(path)
         }
@@ -119,6 +125,13 @@ fn read_maildir(path: &Path) -> Result<Vec<MailItem>> {
         }
     }
     Ok(items)
+}
+
+/// `new/` or `cur/` of a Maildir.
+fn is_maildir_subfolder(path: &Path) -> bool {
+    let named = path.file_name().is_some_and(|n| n == "new" || n == "cur");
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    named && parent.is_some_and(|p| p.join("cur").is_dir() && p.join("new").is_dir())
 }
 
 /// The `.eml` files of a folder (any case of the extension), sorted by name; other files
@@ -275,6 +288,9 @@ mod tests {
             ]
         );
         assert_eq!(items[0].raw, b"Subject: n1\n\nx\n");
+        // Its cur/ alone reads every file in it, .eml or not.
+        let cur = read_source(&dir.0.join("cur")).unwrap();
+        assert_eq!(labels(&cur), labels(&items[1..]));
         // A Maildir with only new/ is a Maildir too.
         let only_new = TempDir::new("maildir-new");
         fs::create_dir(only_new.0.join("new")).unwrap();

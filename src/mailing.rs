@@ -16,6 +16,17 @@ use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
 use crate::render::{Rendered, Templates};
 use crate::{Fail, ResultExt};
 
+/// Recipients rendered together, split over the cores.
+const BATCH: usize = 1024;
+
+/// What rendering one recipient in preflight kept.
+enum Checked {
+    /// The whole notice.
+    Full(Rendered),
+    /// Only the subject (the bodies were rendered and dropped).
+    Subject(String),
+}
+
 /// The inputs of a mailing, loaded and checked.
 pub struct Mailing {
     /// The config.
@@ -94,43 +105,120 @@ impl Mailing {
         Ok((rendered, built))
     }
 
-    /// Reads every row and renders every message; `each` sees every recipient whose message
-    /// built, in CSV order, with its message.
+    /// Renders one recipient's notice and checks that its address can go on the envelope;
+    /// the MIME message is built only for what is written or sent.
+    pub fn render_checked(&self, recipient: &Recipient) -> Result<Rendered> {
+        recipient
+            .email
+            .parse::<lettre::Address>()
+            .map_err(|e| anyhow::anyhow!("{:?} is not an address the mail library accepts ({e})", recipient.email))?;
+        self.templates.render(recipient)
+    }
+
+    /// Reads every row and renders every message, on all cores; `each` sees every
+    /// recipient whose message rendered, in CSV order, with its text for the first `full`
+    /// of them (the rest are rendered to check them, and their text dropped).
     pub fn preflight(
         &self,
-        mut each: impl FnMut(&Recipient, &Rendered, &Built) -> Result<()>,
+        full: u64,
+        mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
-        let date = SystemTime::now();
+        let mut batch: Vec<Recipient> = Vec::with_capacity(BATCH);
+        let mut index = 0u64;
         let scan = self
             .csv
             .scan(|recipient| {
-                match self.prepare(&recipient, date) {
-                    Ok((rendered, built)) => {
-                        pre.rendered += 1;
-                        if pre.first_subject.is_none() {
-                            pre.first_subject = Some(rendered.subject.clone());
-                        }
-                        each(&recipient, &rendered, &built)?;
-                    }
-                    Err(e) => {
-                        let entry = pre
-                            .render_errors
-                            .entry(format!("{e:#}"))
-                            .or_insert((recipient.line, 0));
-                        entry.1 += 1;
-                    }
+                batch.push(recipient);
+                if batch.len() == BATCH {
+                    self.flush(&mut batch, &mut index, full, &mut pre, &mut each)?;
                 }
                 Ok(())
             })
+            .fatal()?;
+        self.flush(&mut batch, &mut index, full, &mut pre, &mut each)
             .fatal()?;
         pre.scan = scan;
         Ok(pre)
     }
 
+    fn flush(
+        &self,
+        batch: &mut Vec<Recipient>,
+        index: &mut u64,
+        full: u64,
+        pre: &mut Preflight,
+        each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let start = *index;
+        let work = |offset: usize, part: &[Recipient]| -> Vec<Result<Checked>> {
+            part.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if start + ((offset + i) as u64) < full {
+                        self.render_checked(r).map(Checked::Full)
+                    } else {
+                        r.email
+                            .parse::<lettre::Address>()
+                            .map_err(|e| anyhow::anyhow!("{:?} is not an address the mail library accepts ({e})", r.email))?;
+                        self.templates.check(r).map(Checked::Subject)
+                    }
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let results: Vec<Result<Checked>> = if threads < 2 || batch.len() < 64 {
+            work(0, batch)
+        } else {
+            let chunk = batch.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(n, part)| s.spawn(move || work(n * chunk, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a render thread panicked"))])
+                    })
+                    .collect()
+            })
+        };
+        for (recipient, result) in batch.iter().zip(results) {
+            *index += 1;
+            match result {
+                Ok(checked) => {
+                    pre.rendered += 1;
+                    let (subject, rendered) = match &checked {
+                        Checked::Full(r) => (&r.subject, Some(r)),
+                        Checked::Subject(s) => (s, None),
+                    };
+                    if pre.first_subject.is_none() {
+                        pre.first_subject = Some(subject.clone());
+                    }
+                    each(recipient, rendered)?;
+                }
+                Err(e) => {
+                    let entry = pre
+                        .render_errors
+                        .entry(format!("{e:#}"))
+                        .or_insert((recipient.line, 0));
+                    entry.1 += 1;
+                }
+            }
+        }
+        batch.clear();
+        Ok(())
+    }
+
     /// Calls `f` with every recipient that preflight accepted, in CSV order, without
     /// rendering (the caller renders the ones it needs).
     pub fn recipients(&self, mut f: impl FnMut(Recipient) -> Result<()>) -> Result<()> {
-        self.csv.scan(|r| f(r)).map(|_| ())
+        self.csv.scan(&mut f).map(|_| ())
     }
 }

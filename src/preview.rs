@@ -32,10 +32,13 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut index = Index::create(&dir, &mailing).input()?;
     let mut written = 0u64;
-    let pre = mailing.preflight(|recipient, rendered, built| {
-        if written >= limit {
+    let date = std::time::SystemTime::now();
+    let pre = mailing.preflight(limit, |recipient, rendered| {
+        let Some(rendered) = rendered else {
             return Ok(());
-        }
+        };
+        let id = crate::message::message_id(&mailing.config.campaign, &recipient.key, &mailing.config.sender.domain);
+        let built = crate::message::build(&mailing.config, recipient, rendered, &id, None, date)?;
         let name = format!("{}.eml", file_stem(&recipient.key, &recipient.name));
         private::write_file(&dir.join(&name), &built.bytes)?;
         index.add(recipient, rendered, &name)?;

@@ -148,6 +148,52 @@ impl Templates {
     }
 }
 
+/// Counts the bytes of a body that are not white space, without keeping them.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.iter().filter(|b| !b.is_ascii_whitespace()).count();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Templates {
+    /// Renders the three templates for one recipient as `render` does, with the same
+    /// errors, but keeps only the subject: the preflight of a large mailing needs to know
+    /// that every message renders, not every message's text.
+    pub fn check(&self, recipient: &Recipient) -> Result<String> {
+        let mut ctx = tera::Context::new();
+        ctx.insert("recipient", recipient);
+        let subject = one_line(
+            &self
+                .tera
+                .render(SUBJECT, &ctx)
+                .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?,
+        );
+        if subject.is_empty() {
+            bail!("{}: the subject renders empty", self.dir.join(SUBJECT).display());
+        }
+        let mut names = vec![BODY_TEXT];
+        if self.has_html {
+            names.push(BODY_HTML);
+        }
+        for name in names {
+            let mut counter = Counter(0);
+            self.tera
+                .render_to(name, &ctx, &mut counter)
+                .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?;
+            if counter.0 == 0 && name == BODY_TEXT {
+                bail!("{}: the body renders empty", self.dir.join(BODY_TEXT).display());
+            }
+        }
+        Ok(subject)
+    }
+}
+
 /// A Tera error as one line: `templates/body.txt:12:5: message`.
 fn tera_error_line(e: &tera::Error, dir: &Path) -> String {
     match e.kind() {
@@ -209,9 +255,10 @@ const MONTHS: [&str; 12] = [
     "december",
 ];
 
-/// `2023-10-06` → `fredagen den 6 oktober 2023`; without the weekday: `6 oktober 2023`.
-/// Accepts a date-time too (`2023-10-06T22:00:00`), using its date.
-pub fn svensk_datum(iso: &str, weekday: bool) -> std::result::Result<String, String> {
+/// `2023-10-06` → `fredagen den 6 oktober 2023`; without the weekday: `6 oktober 2023`;
+/// without month and year (`manad=false`, for "natten mellan fredagen den 6 och lördagen
+/// den 7 oktober 2023"): `fredagen den 6`. Accepts a date-time too, using its date.
+pub fn svensk_datum(iso: &str, weekday: bool, month: bool) -> std::result::Result<String, String> {
     let date = iso.trim().get(..10).unwrap_or(iso.trim());
     let parts: Vec<&str> = date.split('-').collect();
     let bad = || format!("svensk_datum: {iso:?} is not a date like 2023-10-06");
@@ -224,9 +271,13 @@ pub fn svensk_datum(iso: &str, weekday: bool) -> std::result::Result<String, Str
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return Err(bad());
     }
-    let month = MONTHS[(m - 1) as usize];
+    let month_name = MONTHS[(m - 1) as usize];
+    let wd = WEEKDAYS[weekday_monday0(y, m, d)];
+    if !month {
+        return Ok(if weekday { format!("{wd} den {d}") } else { d.to_string() });
+    }
+    let month = month_name;
     if weekday {
-        let wd = WEEKDAYS[weekday_monday0(y, m, d)];
         Ok(format!("{wd} den {d} {month} {y}"))
     } else {
         Ok(format!("{d} {month} {y}"))
@@ -264,7 +315,8 @@ fn weekday_monday0(y: i64, m: u32, d: u32) -> usize {
 
 fn svensk_datum_filter(value: &str, kwargs: Kwargs, _: &State) -> tera::TeraResult<String> {
     let weekday = kwargs.get::<bool>("veckodag")?.unwrap_or(true);
-    svensk_datum(value, weekday).map_err(tera::Error::message)
+    let month = kwargs.get::<bool>("manad")?.unwrap_or(true);
+    svensk_datum(value, weekday, month).map_err(tera::Error::message)
 }
 
 /// Reads the templates' hash without compiling them (for `status`).
@@ -281,31 +333,31 @@ mod tests {
     #[test]
     fn swedish_dates() {
         assert_eq!(
-            svensk_datum("2023-10-06", true).as_deref(),
+            svensk_datum("2023-10-06", true, true).as_deref(),
             Ok("fredagen den 6 oktober 2023")
         );
         assert_eq!(
-            svensk_datum("2023-10-07", true).as_deref(),
+            svensk_datum("2023-10-07", true, true).as_deref(),
             Ok("lördagen den 7 oktober 2023")
         );
         assert_eq!(
-            svensk_datum("2023-10-08", true).as_deref(),
+            svensk_datum("2023-10-08", true, true).as_deref(),
             Ok("söndagen den 8 oktober 2023")
         );
         assert_eq!(
-            svensk_datum("2023-10-02", true).as_deref(),
+            svensk_datum("2023-10-02", true, true).as_deref(),
             Ok("måndagen den 2 oktober 2023")
         );
         assert_eq!(
-            svensk_datum("2024-02-29", false).as_deref(),
+            svensk_datum("2024-02-29", false, true).as_deref(),
             Ok("29 februari 2024")
         );
         assert_eq!(
-            svensk_datum("2000-01-01", true).as_deref(),
+            svensk_datum("2000-01-01", true, true).as_deref(),
             Ok("lördagen den 1 januari 2000")
         );
         assert_eq!(
-            svensk_datum("2026-11-26T14:00:00Z", true).as_deref(),
+            svensk_datum("2026-11-26T14:00:00Z", true, true).as_deref(),
             Ok("torsdagen den 26 november 2026")
         );
         for bad in [
@@ -316,7 +368,7 @@ mod tests {
             "2023-1-6",
             "2023-00-10",
         ] {
-            assert!(svensk_datum(bad, true).is_err(), "{bad}");
+            assert!(svensk_datum(bad, true, true).is_err(), "{bad}");
         }
     }
 

@@ -166,7 +166,6 @@ pub fn connect_failure(e: ConnectError) -> Fail {
 struct Chosen {
     count: u64,
     already_sent: u64,
-    first_subject: Option<String>,
 }
 
 fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
@@ -183,19 +182,15 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let mut chosen = Chosen {
         count: 0,
         already_sent: 0,
-        first_subject: None,
     };
     let limit = plan.limit.unwrap_or(u64::MAX);
-    let pre = mailing.preflight(|recipient, rendered, _| {
+    let pre = mailing.preflight(0, |recipient, _| {
         let state = journal.state(&recipient.key);
         if state == State::Sent && !plan.selection.is_test() {
             chosen.already_sent += 1;
         }
         if chosen.count < limit && plan.selection.takes(state) {
             chosen.count += 1;
-            if chosen.first_subject.is_none() {
-                chosen.first_subject = Some(rendered.subject.clone());
-            }
         }
         Ok(())
     })?;
@@ -254,7 +249,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         "About to send {what}\n  relay:    {}\n  from:     {}\n  subject:  {}\n  campaign: {}\n  already sent by earlier runs: {}\n  journal:  {}",
         settings.relay(),
         mailing.config.sender.from,
-        chosen.first_subject.as_deref().unwrap_or(""),
+        pre.first_subject.as_deref().unwrap_or(""),
         mailing.config.campaign,
         chosen.already_sent,
         journal_path.display()
