@@ -71,6 +71,7 @@ impl<T> ResultExt<T> for anyhow::Result<T> {
 /// Runs the parsed command line and returns the exit code; errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
     let out = Output::new(cli.quiet, cli.verbose);
+    init_tracing(cli.verbose, out.color);
     match dispatch(cli, &out) {
         Ok(code) => code,
         Err(fail) => {
@@ -78,6 +79,22 @@ pub fn run(cli: Cli) -> ExitCode {
             fail.exit_code()
         }
     }
+}
+
+/// `-vv` shows the SMTP dialogue as tracing events on stderr (commands and reply codes;
+/// never AUTH payloads or message bodies: lettre's own tracing is not enabled).
+fn init_tracing(verbose: u8, color: bool) {
+    let level = match verbose {
+        0 | 1 => return,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
 }
 
 fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {

@@ -344,6 +344,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
         AsyncSmtpConnection::connect_tokio1(addr, Some(t), &s.helo, implicit, None::<IpAddr>),
     )
     .await;
+    tracing::debug!(relay = %relay, "connecting");
     let mut inner = match greeting {
         Err(_) => {
             return Err(ConnectError::Unreachable {
@@ -417,6 +418,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             .map(|x| x.expose_secret().to_string())
             .unwrap_or_default();
         let creds = Credentials::new(s.username.clone(), secret);
+        tracing::debug!(mechanism = %mechanism, user = %s.username, "AUTH (credentials not shown)");
         match timeout(t, inner.auth(&[mechanism], &creds)).await {
             Err(_) => {
                 return Err(ConnectError::Unreachable {
@@ -468,6 +470,7 @@ impl Connection {
             ("RCPT TO", Rcpt::new(rcpt.clone(), vec![]).to_string()),
             ("DATA", Data.to_string()),
         ] {
+            tracing::debug!(">> {}", cmd.trim_end());
             match timeout(t, self.inner.command(cmd)).await {
                 Err(_) => {
                     self.broken = true;
@@ -483,9 +486,10 @@ impl Connection {
                         return Delivery::LostBeforeData(format!("{what}: {}", describe(&e)));
                     }
                 },
-                Ok(Ok(_)) => {}
+                Ok(Ok(r)) => tracing::debug!("<< {}", Reply::from_response(&r)),
             }
         }
+        tracing::debug!(">> (message, {} bytes)", bytes.len());
         match timeout(t, self.inner.message(bytes)).await {
             Err(_) => {
                 self.broken = true;
@@ -498,7 +502,11 @@ impl Connection {
                     Delivery::LostAfterData(describe(&e))
                 }
             },
-            Ok(Ok(r)) => Delivery::Sent(Reply::from_response(&r)),
+            Ok(Ok(r)) => {
+                let reply = Reply::from_response(&r);
+                tracing::debug!("<< {reply}");
+                Delivery::Sent(reply)
+            }
         }
     }
 

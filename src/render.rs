@@ -148,12 +148,14 @@ impl Templates {
     }
 }
 
-/// Counts the bytes of a body that are not white space, without keeping them.
-struct Counter(usize);
+/// Notes whether a body has anything but white space, without keeping it.
+struct Counter(bool);
 
 impl std::io::Write for Counter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.iter().filter(|b| !b.is_ascii_whitespace()).count();
+        if !self.0 {
+            self.0 = buf.iter().any(|b| !b.is_ascii_whitespace());
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -182,11 +184,11 @@ impl Templates {
             names.push(BODY_HTML);
         }
         for name in names {
-            let mut counter = Counter(0);
+            let mut counter = Counter(false);
             self.tera
                 .render_to(name, &ctx, &mut counter)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?;
-            if counter.0 == 0 && name == BODY_TEXT {
+            if !counter.0 && name == BODY_TEXT {
                 bail!("{}: the body renders empty", self.dir.join(BODY_TEXT).display());
             }
         }

@@ -232,7 +232,11 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let first = runtime
         .block_on(relay::connect(&settings))
         .map_err(connect_failure)?;
-    out.info(&format!("connected to {} and logged in", settings.relay()));
+    out.info(&format!(
+        "connected to {}{}",
+        settings.relay(),
+        if mailing.config.smtp.auth == AuthMethod::None { "" } else { " and logged in" }
+    ));
 
     let what = match &plan.selection {
         Selection::Test { to } => format!(
@@ -534,8 +538,9 @@ impl Engine {
             .daily_limit
             .map(|d| d.saturating_sub(this.journal.sent_last_24h));
 
-        let mut idle: Vec<Option<Connection>> = (0..concurrency).map(|_| None).collect();
-        idle[0] = Some(first);
+        // Idle workers; `pop` takes from the end, so the connection already open goes first.
+        let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
+        idle.push(Some(first));
         let (res_tx, mut res_rx) =
             mpsc::channel::<(Option<Connection>, Job, Outcome)>(concurrency + 1);
         let mut in_flight = 0usize;
