@@ -312,7 +312,12 @@ pub struct Connection {
     inner: AsyncSmtpConnection,
     timeout: Duration,
     broken: bool,
+    last_used: std::time::Instant,
 }
+
+/// A connection idle this long is checked with NOOP before it carries a message, so that a
+/// relay that closed it meanwhile does not cost a recipient a failed attempt.
+const IDLE_CHECK: Duration = Duration::from_secs(15);
 
 fn describe(e: &lettre::transport::smtp::Error) -> String {
     let mut msg = e.to_string();
@@ -449,6 +454,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
         inner,
         timeout: t,
         broken: false,
+        last_used: std::time::Instant::now(),
     })
 }
 
@@ -458,8 +464,25 @@ impl Connection {
         !self.broken && !self.inner.has_broken()
     }
 
+    /// Whether the connection still answers; checked with NOOP only after a long idle.
+    pub async fn alive(&mut self) -> bool {
+        if !self.usable() {
+            return false;
+        }
+        if self.last_used.elapsed() < IDLE_CHECK {
+            return true;
+        }
+        let ok = matches!(timeout(self.timeout, self.inner.command(lettre::transport::smtp::commands::Noop)).await, Ok(Ok(_)));
+        if !ok {
+            self.broken = true;
+        }
+        self.last_used = std::time::Instant::now();
+        ok
+    }
+
     /// One transaction: MAIL, RCPT, DATA, the message. Never retries by itself.
     pub async fn deliver(&mut self, from: &Address, rcpt: &Address, bytes: &[u8]) -> Delivery {
+        self.last_used = std::time::Instant::now();
         let t = self.timeout;
         let timed_out = |what: &str| format!("no reply to {what} within {} s", t.as_secs());
         for (what, cmd) in [

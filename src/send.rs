@@ -743,9 +743,20 @@ impl Engine {
         mut job: Job,
     ) -> (Option<Connection>, Job, Outcome) {
         let test = self.plan.selection.is_test();
+        let conn = match conn {
+            Some(mut c) => {
+                if c.alive().await {
+                    Some(c)
+                } else {
+                    c.quit().await;
+                    None
+                }
+            }
+            None => None,
+        };
         let mut conn = match conn {
-            Some(c) if c.usable() => c,
-            _ => match relay::connect(&self.settings).await {
+            Some(c) => c,
+            None => match relay::connect(&self.settings).await {
                 Ok(c) => c,
                 Err(e) => return (None, job, Outcome::NoConnection(e)),
             },
@@ -784,7 +795,14 @@ impl Engine {
         if let Err(e) = self.writer.append_durable(&event).await {
             return (Some(conn), job, Outcome::JournalFailed(format!("{e:#}")));
         }
-        let conn = conn.usable().then_some(conn);
+        // After the relay spoke for itself (421 closes the connection), start afresh.
+        let keep = conn.usable() && !matches!(outcome, Outcome::Relay { .. });
+        let conn = if keep {
+            Some(conn)
+        } else {
+            conn.quit().await;
+            None
+        };
         (conn, job, outcome)
     }
 
