@@ -7,4 +7,6 @@ mod support {
     pub mod testenv;
     pub mod tls;
 }
+mod preview;
 mod support_selftest;
+mod send;

@@ -1,0 +1,210 @@
+//! `preview` on the shipped example and on bad input: exit codes, the exact error lines,
+//! the written files parsed back with a MIME parser.
+
+use std::os::unix::fs::PermissionsExt;
+
+use mail_parser::MessageParser;
+
+use crate::support::testenv::TestEnv;
+
+/// The entries of preview/index.html's embedded JSON.
+fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
+    let html = env.read("preview/index.html");
+    let needle = "<script id=\"data\" type=\"application/json\">";
+    let start = html.find(needle).expect("data script") + needle.len();
+    let end = start + html[start..].find("</script>").expect("end of data");
+    serde_json::from_str(&html[start..end].replace("\\u003c", "<")).expect("index JSON")
+}
+
+#[test]
+fn example_previews_every_recipient_and_files_parse_back() {
+    let env = TestEnv::example();
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("rows 12, valid 12, invalid 0, warnings 1, rendered 12, written 12"),
+        "{}",
+        run.all()
+    );
+    // The household address shared by two keys is a warning naming both lines.
+    assert!(run.stderr.contains("recipients.example.csv:7: column email:"), "{}", run.stderr);
+    let entries = index_entries(&env);
+    assert_eq!(entries.len(), 12);
+    let mut personnummer = std::collections::HashMap::new();
+    let mut reader = csv::Reader::from_path(env.path("recipients.example.csv")).expect("csv");
+    for r in reader.records() {
+        let r = r.expect("record");
+        personnummer.insert(r[0].to_string(), r[3].to_string());
+    }
+    let dir = env.path("preview");
+    assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
+    for entry in &entries {
+        let file = dir.join(entry["file"].as_str().expect("file"));
+        assert_eq!(std::fs::metadata(&file).expect("eml").permissions().mode() & 0o777, 0o600);
+        let bytes = std::fs::read(&file).expect("read eml");
+        let msg = MessageParser::default().parse(&bytes).expect("parses as MIME");
+        assert_eq!(msg.subject(), entry["subject"].as_str(), "{file:?}");
+        let text = msg.body_text(0).expect("text part");
+        let want = entry["text"].as_str().expect("text");
+        assert_eq!(text.replace("\r\n", "\n").trim_end(), want.trim_end(), "{file:?}");
+        let html = msg.body_html(0).expect("html part");
+        assert_eq!(html.replace("\r\n", "\n").trim_end(), entry["html"].as_str().expect("html").trim_end());
+        // Headers of the contract.
+        let to = msg.to().and_then(|a| a.first()).expect("To");
+        assert_eq!(to.address(), entry["email"].as_str());
+        assert_eq!(to.name(), entry["name"].as_str().filter(|n| !n.is_empty()));
+        let id = msg.message_id().expect("Message-ID");
+        assert!(id.starts_with("nektab-2023-10.") && id.ends_with("@example.se"), "{id}");
+        assert_eq!(msg.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
+        assert_eq!(msg.header_raw("Content-Language").map(str::trim), Some("sv"));
+        assert!(msg.date().is_some());
+        assert_eq!(msg.reply_to().and_then(|a| a.first()).and_then(|a| a.address()), Some("dataskydd@example.se"));
+        // Never the personnummer, in any part.
+        let pnr = &personnummer[entry["key"].as_str().expect("key")];
+        let digits: String = pnr.chars().filter(char::is_ascii_digit).collect();
+        for hay in [text.to_string(), html.to_string(), String::from_utf8_lossy(&bytes).into_owned()] {
+            assert!(!hay.contains(pnr.as_str()) && !hay.contains(&digits), "personnummer in {file:?}");
+        }
+    }
+    // Swedish letters survive the round trip.
+    let asa = entries.iter().find(|e| e["key"] == "1001").expect("1001");
+    assert!(asa["name"].as_str().expect("name").contains('Å'));
+    assert!(asa["text"].as_str().expect("text").contains("Hej Åsa Öberg"));
+}
+
+#[test]
+fn same_recipient_same_message_id_across_runs() {
+    let env = TestEnv::example();
+    env.run(&["preview"]).expect_code(0);
+    let first: Vec<String> = index_entries(&env)
+        .iter()
+        .map(|e| {
+            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file"))).expect("eml");
+            MessageParser::default()
+                .parse(&bytes)
+                .and_then(|m| m.message_id().map(str::to_string))
+                .expect("id")
+        })
+        .collect();
+    env.run(&["preview"]).expect_code(0);
+    let again: Vec<String> = index_entries(&env)
+        .iter()
+        .map(|e| {
+            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file"))).expect("eml");
+            MessageParser::default()
+                .parse(&bytes)
+                .and_then(|m| m.message_id().map(str::to_string))
+                .expect("id")
+        })
+        .collect();
+    assert_eq!(first, again);
+    let unique: std::collections::HashSet<&String> = first.iter().collect();
+    assert_eq!(unique.len(), 12);
+}
+
+#[test]
+fn limit_writes_first_n_but_validates_all() {
+    let env = TestEnv::example();
+    let mut csv = env.read("recipients.example.csv");
+    csv.push_str("2001,Sista Raden,sista.@example,19800101-0000,x,namn,ja\n");
+    env.write("recipients.example.csv", csv);
+    let run = env.run(&["preview", "--limit", "2"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("column email: \"sista.@example\" is not a valid address"), "{}", run.stderr);
+    let run = env.run(&["preview", "--limit", "2", "--skip-invalid"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("rows 13, valid 12, invalid 1"), "{}", run.stdout);
+    assert_eq!(index_entries(&env).len(), 2);
+    let emls = std::fs::read_dir(env.path("preview"))
+        .expect("dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml")))
+        .count();
+    assert_eq!(emls, 2);
+}
+
+#[test]
+fn every_bad_row_reported_with_line_and_column_in_one_run() {
+    let env = TestEnv::example();
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,personnummer,address,affected,confirmed\n\
+         1,Anna,anna.@example,1,x,namn,ja\n\
+         2,Bo,bo@example.se,1,\"Gata 1\n123 45 Ort\",namn,ja\n\
+         3,Cilla,cilla@example.se,1,x,namn\n\
+         2,Dubblett,d@example.se,1,x,namn,ja\n\
+         5,Eva,Eva <eva@example.se>,1,x,namn,ja\n",
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let expect = [
+        "./recipients.example.csv:2: column email: \"anna.@example\" is not a valid address: a dot at the start or end of the name, or two dots",
+        "./recipients.example.csv:5: has 6 fields but the header has 7 (a stray delimiter or quote?)",
+        "./recipients.example.csv:6: column customer_id: key \"2\" appears again: first on line 3",
+        "./recipients.example.csv:7: column email: \"Eva <eva@example.se>\" is not a bare address: put only the address (name@example.se) in this column, the name in its own",
+    ];
+    for e in expect {
+        assert!(lines.contains(&e), "missing {e:?} in\n{}", run.stderr);
+    }
+    assert!(run.stderr.contains("error: 4 of 5 rows cannot be sent"), "{}", run.stderr);
+    assert!(!env.path("preview/index.html").exists() || index_entries(&env).len() == 1);
+}
+
+#[test]
+fn excel_semicolon_windows_1252_with_crlf() {
+    let env = TestEnv::example();
+    let text = "customer_id;name;email;personnummer;address;affected;confirmed\r\n\
+                1;Åsa Öberg;asa@example.se;1;Storgatan 1;namn|adress;ja\r\n\
+                2;Märta Sjöström;marta@example.se;1;\"Väg 2\r\n123 45 Ort\";namn;nej\r\n";
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(text);
+    assert!(!unmappable);
+    env.write("recipients.example.csv", bytes.as_ref());
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    let entries = index_entries(&env);
+    assert_eq!(entries[0]["name"], "Åsa Öberg");
+    assert_eq!(entries[1]["name"], "Märta Sjöström");
+    assert!(entries[1]["text"].as_str().expect("text").contains("Hej Märta Sjöström"));
+}
+
+#[test]
+fn template_errors_name_file_line_and_column() {
+    let env = TestEnv::example();
+    env.write("templates/subject.txt", "Hej {{ recipient.fornamn }}");
+    let run = env.run(&["preview"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("templates/subject.txt:1:"), "{}", run.stderr);
+    assert!(run.stderr.contains("(first on CSV line 2; 12 rows)"), "{}", run.stderr);
+    env.write("templates/subject.txt", "Hej {% if %}");
+    let run = env.run(&["preview"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("templates/subject.txt:1:"), "{}", run.stderr);
+}
+
+#[test]
+fn an_out_folder_that_is_not_ours_is_refused() {
+    let env = TestEnv::example();
+    env.write("mine/important.txt", "keep me");
+    let run = env.run(&["preview", "--out", "mine"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("is not empty and was not written by utskick preview"), "{}", run.stderr);
+    assert_eq!(env.read("mine/important.txt"), "keep me");
+}
+
+#[test]
+fn header_injection_through_the_csv_never_makes_a_header() {
+    let env = TestEnv::example();
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,personnummer,address,affected,confirmed\n\
+         1,\"Anna\r\nBcc: evil@example.com\",anna@example.se,1,x,namn,ja\n",
+    );
+    env.run(&["preview"]).expect_code(0);
+    let entries = index_entries(&env);
+    let bytes = std::fs::read(env.path("preview").join(entries[0]["file"].as_str().expect("file"))).expect("eml");
+    let text = String::from_utf8_lossy(&bytes);
+    let head = text.split("\r\n\r\n").next().expect("header block");
+    assert!(!head.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{head}");
+    let msg = MessageParser::default().parse(&bytes).expect("parses");
+    assert!(msg.bcc().is_none());
+}
