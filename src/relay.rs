@@ -223,7 +223,6 @@ pub fn classify(code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
         || subject == "7.8"
         || subject == "7.139"
         || subject == "7.57"
-        || subject == "7.0" && code == 530
     {
         return Verdict::Auth;
     }
@@ -472,7 +471,14 @@ impl Connection {
         if self.last_used.elapsed() < IDLE_CHECK {
             return true;
         }
-        let ok = matches!(timeout(self.timeout, self.inner.command(lettre::transport::smtp::commands::Noop)).await, Ok(Ok(_)));
+        let ok = matches!(
+            timeout(
+                self.timeout,
+                self.inner.command(lettre::transport::smtp::commands::Noop)
+            )
+            .await,
+            Ok(Ok(_))
+        );
         if !ok {
             self.broken = true;
         }

@@ -235,7 +235,11 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     out.info(&format!(
         "connected to {}{}",
         settings.relay(),
-        if mailing.config.smtp.auth == AuthMethod::None { "" } else { " and logged in" }
+        if mailing.config.smtp.auth == AuthMethod::None {
+            ""
+        } else {
+            " and logged in"
+        }
     ));
 
     let what = match &plan.selection {
@@ -618,36 +622,25 @@ impl Engine {
                     if let Some(j) = front.pop_front() {
                         return Some(j);
                     }
-                    if let Some(at) = earliest_retry
-                        && at <= tokio::time::Instant::now()
-                    {
-                        return retries.pop().map(|d| d.job);
-                    }
-                    if producer_done {
-                        if let Some(at) = earliest_retry {
-                            tokio::time::sleep_until(at).await;
-                            return retries.pop().map(|d| d.job);
-                        }
-                        std::future::pending::<()>().await;
-                        return None;
-                    }
                     match earliest_retry {
+                        Some(at) if at <= tokio::time::Instant::now() => retries.pop().map(|d| d.job),
+                        Some(at) if producer_done => {
+                            tokio::time::sleep_until(at).await;
+                            retries.pop().map(|d| d.job)
+                        }
                         Some(at) => tokio::select! {
-                            j = job_rx.recv() => j.or_else(|| { None }),
+                            j = job_rx.recv() => j,
                             _ = tokio::time::sleep_until(at) => retries.pop().map(|d| d.job),
                         },
+                        None if producer_done => std::future::pending().await,
                         None => job_rx.recv().await,
                     }
                 }, if want_job => {
+                    // None only ever means the producer has finished (the retry heap is
+                    // not empty when its branch fires).
                     match job {
                         Some(j) => next = Some(j),
-                        None => {
-                            if !producer_done && retries.is_empty() && front.is_empty() {
-                                producer_done = true;
-                            } else if !producer_done {
-                                producer_done = job_rx.is_closed() && job_rx.is_empty();
-                            }
-                        }
+                        None => producer_done = true,
                     }
                 }
                 _ = async {
