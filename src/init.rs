@@ -12,10 +12,19 @@ use crate::{Fail, ResultExt};
 /// The files `init` writes, with their shipped contents.
 pub const FILES: [(&str, &str); 5] = [
     ("config.toml", include_str!("../config.toml")),
-    ("recipients.example.csv", include_str!("../recipients.example.csv")),
-    ("templates/subject.txt", include_str!("../templates/subject.txt")),
+    (
+        "recipients.example.csv",
+        include_str!("../recipients.example.csv"),
+    ),
+    (
+        "templates/subject.txt",
+        include_str!("../templates/subject.txt"),
+    ),
     ("templates/body.txt", include_str!("../templates/body.txt")),
-    ("templates/body.html", include_str!("../templates/body.html")),
+    (
+        "templates/body.html",
+        include_str!("../templates/body.html"),
+    ),
 ];
 
 /// Runs `init`.
@@ -58,4 +67,26 @@ fn write_all(dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_files_are_the_shipped_ones_and_never_overwritten() {
+        for (name, text) in FILES {
+            let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name))
+                .expect("shipped file");
+            assert_eq!(shipped, text, "{name}");
+        }
+        let t = tempfile::tempdir().expect("tmp");
+        let dir = t.path().join("new");
+        write_all(&dir).expect("writes");
+        assert!(dir.join("templates/body.html").exists());
+        assert!(
+            write_all(&dir).is_err(),
+            "a second write must not overwrite"
+        );
+    }
 }

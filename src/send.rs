@@ -1046,3 +1046,79 @@ fn pushback(
 pub fn elapsed_since(start: Instant) -> Duration {
     start.elapsed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_take_the_contract_states() {
+        use State::*;
+        let send = Selection::Send;
+        assert!(send.takes(Pending) && send.takes(Unknown) && send.takes(FailedTransient));
+        assert!(!send.takes(Sent) && !send.takes(FailedPermanent) && !send.takes(Bounced));
+        let retry = Selection::Retry { permanent: false };
+        assert!(retry.takes(FailedTransient) && retry.takes(Unknown));
+        assert!(!retry.takes(Pending) && !retry.takes(Sent) && !retry.takes(FailedPermanent));
+        let all = Selection::Retry { permanent: true };
+        assert!(
+            all.takes(FailedPermanent)
+                && all.takes(Bounced)
+                && !all.takes(Pending)
+                && !all.takes(Sent)
+        );
+    }
+
+    #[test]
+    fn exit_codes_of_a_run() {
+        let mut r = Report {
+            sent: 5,
+            ..Report::default()
+        };
+        assert_eq!(r.exit_code(5), ExitCode::Success);
+        assert_eq!(r.exit_code(6), ExitCode::Incomplete);
+        r.stop = Some(Stop::Quota("550 5.4.5".into()));
+        assert_eq!(r.exit_code(6), ExitCode::Incomplete);
+        r.stop = Some(Stop::Interrupted);
+        assert_eq!(r.exit_code(6), ExitCode::Interrupted);
+        r.stop = Some(Stop::Fatal("disk full".into()));
+        assert_eq!(r.exit_code(6), ExitCode::Fatal);
+        assert!(
+            r.summary(6, std::path::Path::new("j"))
+                .contains("not attempted 1 (of 6)")
+        );
+    }
+
+    #[test]
+    fn retries_come_out_earliest_first() {
+        let job = |k: &str| Job {
+            key: k.into(),
+            email: format!("{k}@example.se"),
+            rcpt: format!("{k}@example.se").parse().expect("address"),
+            message_id: String::new(),
+            bytes: Arc::new(Vec::new()),
+            archive_name: String::new(),
+            attempts: 1,
+            earlier: 0,
+        };
+        let now = tokio::time::Instant::now();
+        let mut heap = BinaryHeap::new();
+        heap.push(Delayed {
+            at: now + Duration::from_secs(3),
+            seq: 1,
+            job: job("c"),
+        });
+        heap.push(Delayed {
+            at: now + Duration::from_secs(1),
+            seq: 2,
+            job: job("a"),
+        });
+        heap.push(Delayed {
+            at: now + Duration::from_secs(2),
+            seq: 3,
+            job: job("b"),
+        });
+        let order: Vec<String> = std::iter::from_fn(|| heap.pop().map(|d| d.job.key)).collect();
+        assert_eq!(order, ["a", "b", "c"]);
+    }
+}
