@@ -17,7 +17,7 @@ use crate::render::{Rendered, Templates};
 use crate::{Fail, ResultExt};
 
 /// Recipients rendered together, split over the cores.
-const BATCH: usize = 1024;
+const BATCH: usize = 256;
 
 /// What rendering one recipient in preflight kept.
 enum Checked {
@@ -108,112 +108,128 @@ impl Mailing {
     /// Renders one recipient's notice and checks that its address can go on the envelope;
     /// the MIME message is built only for what is written or sent.
     pub fn render_checked(&self, recipient: &Recipient) -> Result<Rendered> {
-        recipient
-            .email
-            .parse::<lettre::Address>()
-            .map_err(|e| anyhow::anyhow!("{:?} is not an address the mail library accepts ({e})", recipient.email))?;
+        recipient.email.parse::<lettre::Address>().map_err(|e| {
+            anyhow::anyhow!(
+                "{:?} is not an address the mail library accepts ({e})",
+                recipient.email
+            )
+        })?;
         self.templates.render(recipient)
     }
 
     /// Reads every row and renders every message, on all cores; `each` sees every
     /// recipient whose message rendered, in CSV order, with its text for the first `full`
     /// of them (the rest are rendered to check them, and their text dropped).
+    ///
+    /// A pipeline: this thread reads and checks the CSV and hands batches of rows to one
+    /// render worker per core; finished batches come back and are taken in CSV order.
     pub fn preflight(
         &self,
         full: u64,
         mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
-        let mut batch: Vec<Recipient> = Vec::with_capacity(BATCH);
-        let mut index = 0u64;
-        let scan = self
-            .csv
-            .scan(|recipient| {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let (work_tx, work_rx) =
+            std::sync::mpsc::sync_channel::<(u64, u64, Vec<Recipient>)>(workers * 2);
+        let work_rx = std::sync::Mutex::new(work_rx);
+        let (done_tx, done_rx) =
+            std::sync::mpsc::channel::<(u64, Vec<Recipient>, Vec<Result<Checked>>)>();
+        let outcome = std::thread::scope(|scope| -> Result<Scan> {
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let work_rx = &work_rx;
+                scope.spawn(move || {
+                    loop {
+                        let next = match work_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, first_index, batch)) = next else {
+                            return;
+                        };
+                        let results = batch
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| self.check_one(r, first_index + (i as u64) < full))
+                            .collect();
+                        if done_tx.send((seq, batch, results)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut pending: BTreeMap<u64, (Vec<Recipient>, Vec<Result<Checked>>)> =
+                BTreeMap::new();
+            let mut next_seq = 0u64;
+            let mut sent_seq = 0u64;
+            let mut index = 0u64;
+            let mut batch: Vec<Recipient> = Vec::with_capacity(BATCH);
+            // Takes every finished batch that is next in CSV order.
+            let mut drain =
+                |pending: &mut BTreeMap<u64, (Vec<Recipient>, Vec<Result<Checked>>)>,
+                 next_seq: &mut u64,
+                 pre: &mut Preflight|
+                 -> Result<()> {
+                    while let Some((batch, results)) = pending.remove(next_seq) {
+                        *next_seq += 1;
+                        take(&batch, results, pre, &mut each)?;
+                    }
+                    Ok(())
+                };
+            let scan = self.csv.scan(|recipient| {
                 batch.push(recipient);
                 if batch.len() == BATCH {
-                    self.flush(&mut batch, &mut index, full, &mut pre, &mut each)?;
+                    let full_batch = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    let n = full_batch.len() as u64;
+                    work_tx
+                        .send((sent_seq, index, full_batch))
+                        .map_err(|_| anyhow::anyhow!("the render workers stopped"))?;
+                    sent_seq += 1;
+                    index += n;
+                    while let Ok((seq, b, r)) = done_rx.try_recv() {
+                        pending.insert(seq, (b, r));
+                    }
+                    drain(&mut pending, &mut next_seq, &mut pre)?;
                 }
                 Ok(())
-            })
-            .fatal()?;
-        self.flush(&mut batch, &mut index, full, &mut pre, &mut each)
-            .fatal()?;
-        pre.scan = scan;
+            });
+            if !batch.is_empty() {
+                let _ = work_tx.send((sent_seq, index, std::mem::take(&mut batch)));
+                sent_seq += 1;
+            }
+            drop(work_tx);
+            let scan = scan?;
+            while next_seq < sent_seq {
+                match done_rx.recv() {
+                    Ok((seq, b, r)) => {
+                        pending.insert(seq, (b, r));
+                        drain(&mut pending, &mut next_seq, &mut pre)?;
+                    }
+                    Err(_) => anyhow::bail!("a render worker stopped before finishing"),
+                }
+            }
+            Ok(scan)
+        });
+        pre.scan = outcome.fatal()?;
         Ok(pre)
     }
 
-    fn flush(
-        &self,
-        batch: &mut Vec<Recipient>,
-        index: &mut u64,
-        full: u64,
-        pre: &mut Preflight,
-        each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
-    ) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Renders one row in preflight: the whole notice, or only checked.
+    fn check_one(&self, r: &Recipient, full: bool) -> Result<Checked> {
+        if full {
+            return self.render_checked(r).map(Checked::Full);
         }
-        let start = *index;
-        let work = |offset: usize, part: &[Recipient]| -> Vec<Result<Checked>> {
-            part.iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    if start + ((offset + i) as u64) < full {
-                        self.render_checked(r).map(Checked::Full)
-                    } else {
-                        r.email
-                            .parse::<lettre::Address>()
-                            .map_err(|e| anyhow::anyhow!("{:?} is not an address the mail library accepts ({e})", r.email))?;
-                        self.templates.check(r).map(Checked::Subject)
-                    }
-                })
-                .collect()
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let results: Vec<Result<Checked>> = if threads < 2 || batch.len() < 64 {
-            work(0, batch)
-        } else {
-            let chunk = batch.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = batch
-                    .chunks(chunk)
-                    .enumerate()
-                    .map(|(n, part)| s.spawn(move || work(n * chunk, part)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| vec![Err(anyhow::anyhow!("a render thread panicked"))])
-                    })
-                    .collect()
-            })
-        };
-        for (recipient, result) in batch.iter().zip(results) {
-            *index += 1;
-            match result {
-                Ok(checked) => {
-                    pre.rendered += 1;
-                    let (subject, rendered) = match &checked {
-                        Checked::Full(r) => (&r.subject, Some(r)),
-                        Checked::Subject(s) => (s, None),
-                    };
-                    if pre.first_subject.is_none() {
-                        pre.first_subject = Some(subject.clone());
-                    }
-                    each(recipient, rendered)?;
-                }
-                Err(e) => {
-                    let entry = pre
-                        .render_errors
-                        .entry(format!("{e:#}"))
-                        .or_insert((recipient.line, 0));
-                    entry.1 += 1;
-                }
-            }
-        }
-        batch.clear();
-        Ok(())
+        r.email.parse::<lettre::Address>().map_err(|e| {
+            anyhow::anyhow!(
+                "{:?} is not an address the mail library accepts ({e})",
+                r.email
+            )
+        })?;
+        self.templates.check(r).map(Checked::Subject)
     }
 
     /// Calls `f` with every recipient that preflight accepted, in CSV order, without
@@ -221,4 +237,36 @@ impl Mailing {
     pub fn recipients(&self, mut f: impl FnMut(Recipient) -> Result<()>) -> Result<()> {
         self.csv.scan(&mut f).map(|_| ())
     }
+}
+
+/// Books one rendered batch into the preflight, in order.
+fn take(
+    batch: &[Recipient],
+    results: Vec<Result<Checked>>,
+    pre: &mut Preflight,
+    each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+) -> Result<()> {
+    for (recipient, result) in batch.iter().zip(results) {
+        match result {
+            Ok(checked) => {
+                pre.rendered += 1;
+                let (subject, rendered) = match &checked {
+                    Checked::Full(r) => (&r.subject, Some(r)),
+                    Checked::Subject(s) => (s, None),
+                };
+                if pre.first_subject.is_none() {
+                    pre.first_subject = Some(subject.clone());
+                }
+                each(recipient, rendered)?;
+            }
+            Err(e) => {
+                let entry = pre
+                    .render_errors
+                    .entry(format!("{e:#}"))
+                    .or_insert((recipient.line, 0));
+                entry.1 += 1;
+            }
+        }
+    }
+    Ok(())
 }
