@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -879,19 +879,6 @@ pub fn event_key(e: &Event) -> Option<&str> {
     e.key()
 }
 
-/// Reads journal lines for tools that want the raw events (tests, `status --json`).
-pub fn lines(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line?;
-        if let Ok(v) = serde_json::from_str(&line) {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1119,5 +1106,252 @@ mod tests {
         // The lock is released with the writer.
         let (w, _) = Writer::open(&path).expect("reopens");
         w.close().expect("closes");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! The journal reader against arbitrary bytes (never a panic; errors name a line), a
+    //! model of the contract's states against generated event sequences, and torn tails.
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 4] = ["1001", "1002", "a\"b", "é\\n"];
+
+    /// One generated event for key `k` (index into KEYS); `None` means no state change.
+    fn event(kind: u8, k: usize, test: bool) -> (Event, Option<State>) {
+        let ts = now();
+        let run = "R".to_string();
+        let key = KEYS[k].to_string();
+        let email = format!("k{k}@example.se");
+        let message_id = format!("<c.{k}@example.se>");
+        let change = |s| if test { None } else { Some(s) };
+        match kind % 8 {
+            0 => (
+                Event::Attempt {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    attempt: 1,
+                    test,
+                },
+                change(State::Unknown),
+            ),
+            1 => (
+                Event::Sent {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    code: 250,
+                    reply: "ok".into(),
+                    test,
+                },
+                change(State::Sent),
+            ),
+            2 | 3 => {
+                let class = if kind % 8 == 2 {
+                    Class::Transient
+                } else {
+                    Class::Permanent
+                };
+                let state = if class == Class::Transient {
+                    State::FailedTransient
+                } else {
+                    State::FailedPermanent
+                };
+                (
+                    Event::Failed {
+                        ts,
+                        run,
+                        key,
+                        email,
+                        message_id,
+                        code: Some(550),
+                        enhanced: None,
+                        reply: "no".into(),
+                        class,
+                        test,
+                    },
+                    change(state),
+                )
+            }
+            4 => (
+                Event::Unknown {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    reason: "lost".into(),
+                    test,
+                },
+                change(State::Unknown),
+            ),
+            5 => (
+                Event::Deferred {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    code: Some(421),
+                    reply: "busy".into(),
+                    test,
+                },
+                change(State::Pending),
+            ),
+            6 => {
+                let class = if test {
+                    Class::Transient
+                } else {
+                    Class::Permanent
+                };
+                (
+                    Event::Bounced {
+                        ts,
+                        key,
+                        email,
+                        message_id,
+                        status: "5.1.1".into(),
+                        diagnostic: "x".into(),
+                        source: format!("report-{kind}"),
+                        class,
+                    },
+                    if class == Class::Permanent {
+                        Some(State::Bounced)
+                    } else {
+                        None
+                    },
+                )
+            }
+            _ => (
+                Event::End {
+                    ts,
+                    run,
+                    outcome: "complete".into(),
+                },
+                None,
+            ),
+        }
+    }
+
+    fn run_line() -> Event {
+        Event::Run {
+            ts: now(),
+            run: "R".into(),
+            campaign: "c".into(),
+            command: "send".into(),
+            recipients_sha256: "r".into(),
+            templates_sha256: "t".into(),
+            relay: "127.0.0.1:25".into(),
+            test: false,
+        }
+    }
+
+    fn encode(events: &[Event]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            out.extend(serde_json::to_vec(e).expect("json"));
+            out.push(b'\n');
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            if let Err(e) = Journal::parse(&bytes, "j") {
+                let msg = format!("{e:#}");
+                prop_assert!(msg.starts_with("j:"), "{msg}");
+            }
+        }
+
+        #[test]
+        fn json_like_lines_never_panic(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    Just("{\"event\":\"sent\"}".to_string()),
+                    Just("{\"event\":\"run\",\"run\":\"R\",\"campaign\":\"c\"}".to_string()),
+                    Just("{\"event\":\"failed\",\"key\":\"k\",\"email\":\"e\",\"message_id\":\"m\",\"class\":\"x\"}".to_string()),
+                    Just("{\"event\":\"bounced\",\"key\":\"k\",\"source\":\"s\",\"class\":\"permanent\"}".to_string()),
+                    Just("{\"event\":\"attempt\",\"key\":\"k\",\"email\":\"e\",\"message_id\":\"m\",\"code\":70000}".to_string()),
+                    Just("{\"event\":\"end\",\"run\":\"nope\"}".to_string()),
+                    Just("{\"event\":1}".to_string()),
+                    Just("[]".to_string()),
+                    Just("null".to_string()),
+                    Just("".to_string()),
+                    Just("   ".to_string()),
+                    "\\{[\"a-z:,0-9{}\\[\\] ]{0,40}\\}",
+                ],
+                0..8,
+            ),
+            tail in "[^\n]{0,20}",
+        ) {
+            let text = format!("{}\n{tail}", lines.join("\n"));
+            match Journal::parse(text.as_bytes(), "j") {
+                Ok(j) => prop_assert_eq!(j.torn_tail, !tail.is_empty()),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let line: usize = msg
+                        .strip_prefix("j:")
+                        .and_then(|m| m.split(':').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    prop_assert!(line >= 1 && line <= lines.len(), "{msg}");
+                }
+            }
+        }
+
+        /// The state of every key is its latest state-changing event, as the contract says.
+        #[test]
+        fn state_is_the_latest_event(
+            ops in prop::collection::vec((0u8..8, 0usize..KEYS.len(), prop::bool::weighted(0.15)), 0..40),
+        ) {
+            let mut events = vec![run_line()];
+            let mut model: HashMap<&str, State> = HashMap::new();
+            for (kind, k, test) in ops {
+                let (e, change) = event(kind, k, test);
+                if let Some(s) = change {
+                    model.insert(KEYS[k], s);
+                }
+                events.push(e);
+            }
+            let j = Journal::parse(&encode(&events), "j").expect("a journal we wrote parses");
+            for k in KEYS {
+                prop_assert_eq!(j.state(k), model.get(k).copied().unwrap_or(State::Pending), "key {}", k);
+            }
+            prop_assert_eq!(j.events, events.len() as u64);
+        }
+
+        /// Bytes after the last newline (a crash mid-write) never change what is read.
+        #[test]
+        fn a_torn_tail_changes_nothing(
+            ops in prop::collection::vec((0u8..8, 0usize..KEYS.len()), 1..20),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut events = vec![run_line()];
+            for (kind, k) in &ops {
+                events.push(event(*kind, *k, false).0);
+            }
+            let whole = encode(&events);
+            let last = encode(&events[events.len() - 1..]);
+            let prefix = &whole[..whole.len() - last.len()];
+            let torn_len = cut.index(last.len() - 1);
+            let mut torn = prefix.to_vec();
+            torn.extend_from_slice(&last[..torn_len]);
+            let a = Journal::parse(prefix, "j").expect("prefix parses");
+            let b = Journal::parse(&torn, "j").expect("torn parses");
+            prop_assert_eq!(b.torn_tail, torn_len > 0);
+            prop_assert_eq!(a.events, b.events);
+            for k in KEYS {
+                prop_assert_eq!(a.state(k), b.state(k));
+            }
+        }
     }
 }

@@ -6,12 +6,11 @@
 //! the full list of problems, never half-way through a mailing.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::message::{self, Built};
+
 use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
 use crate::render::{Rendered, Templates};
 use crate::{Fail, ResultExt};
@@ -91,18 +90,6 @@ impl Mailing {
             (Err(a), Err(b)) => Err(Fail::Input(anyhow::anyhow!("{a}\n{b}"))),
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
-    }
-
-    /// Renders and builds one recipient's message.
-    pub fn prepare(&self, recipient: &Recipient, date: SystemTime) -> Result<(Rendered, Built)> {
-        let rendered = self.templates.render(recipient)?;
-        let id = message::message_id(
-            &self.config.campaign,
-            &recipient.key,
-            &self.config.sender.domain,
-        );
-        let built = message::build(&self.config, recipient, &rendered, &id, None, date)?;
-        Ok((rendered, built))
     }
 
     /// Renders one recipient's notice and checks that its address can go on the envelope;

@@ -199,7 +199,13 @@ impl CsvSource {
             );
         }
         if has_nul {
-            bail!("{shown}: the file holds NUL bytes: it is not a CSV text file");
+            if looks_like_utf16(&first_bytes) {
+                bail!(
+                    "{shown}:1: the file looks like UTF-16 without a byte-order mark: save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
+                );
+            }
+            let line = line_of_first_nul(&cfg.path).unwrap_or(1);
+            bail!("{shown}:{line}: the file holds NUL bytes: it is not a CSV text file");
         }
         let bom = first_bytes.starts_with(&[0xEF, 0xBB, 0xBF]);
         let encoding = match cfg.encoding {
@@ -233,6 +239,16 @@ impl CsvSource {
             .decoded_reader()?
             .read_line(&mut header_line)
             .with_context(|| format!("{}: cannot read", source.shown))?;
+        if let Some(c) = header_line
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+        {
+            bail!(
+                "{}:1: the header row holds the control character {:?}: this is not a CSV text file (save the sheet as CSV)",
+                source.shown,
+                c
+            );
+        }
         source.delimiter = match cfg.delimiter {
             Some(d) => d,
             None => detect_delimiter(&header_line),
@@ -295,10 +311,19 @@ impl CsvSource {
                     self.shown,
                     i + 1
                 ));
+            } else if h.len() > 256 {
+                problems.push(format!(
+                    "{}:1: column {}: a header name of {} bytes is not a column name ({})",
+                    self.shown,
+                    i + 1,
+                    h.len(),
+                    bounded(h, 40)
+                ));
             } else if !seen.insert(h.as_str()) {
                 problems.push(format!(
-                    "{}:1: column {h}: appears twice in the header",
-                    self.shown
+                    "{}:1: column {}: appears twice in the header",
+                    self.shown,
+                    bounded(h, 60)
                 ));
             }
         }
@@ -307,22 +332,29 @@ impl CsvSource {
             b'\t' => "tab".to_string(),
             d => format!("{:?}", d as char),
         };
+        let found = shown_headers(&self.headers);
+        let mixed = [',', ';', '\t']
+            .iter()
+            .filter(|&&c| c != self.delimiter as char)
+            .any(|&c| self.headers.iter().any(|h| h.contains(c)));
+        let hint = if mixed {
+            "; the header mixes delimiters: use one of , ; or tab throughout, or set [recipients] delimiter"
+        } else {
+            ""
+        };
         match find(&cfg.email_column) {
             Some(i) => self.email_idx = i,
             None => problems.push(format!(
-                "{}:1: column {}: missing from the header (found: {}; delimiter {delim})",
-                self.shown,
-                cfg.email_column,
-                self.headers.join(", ")
+                "{}:1: column {}: missing from the header (found: {found}; delimiter {delim}){hint}",
+                self.shown, cfg.email_column,
             )),
         }
         if let Some(k) = &cfg.key_column {
             match find(k) {
                 Some(i) => self.key_idx = Some(i),
                 None => problems.push(format!(
-                    "{}:1: column {k}: key_column is missing from the header (found: {})",
+                    "{}:1: column {k}: key_column is missing from the header (found: {found})",
                     self.shown,
-                    self.headers.join(", ")
                 )),
             }
         }
@@ -443,7 +475,10 @@ impl CsvSource {
                     err(
                         &mut scan,
                         Some(&col),
-                        format!("key {k:?} appears again: first on line {first}"),
+                        format!(
+                            "key {} appears again: first on line {first}",
+                            quoted_bounded(k)
+                        ),
                     );
                 } else if row_errors == 0 {
                     keys.insert(h, line);
@@ -634,6 +669,68 @@ fn memchr_nul(bytes: &[u8]) -> bool {
     bytes.contains(&0)
 }
 
+/// ASCII text in UTF-16 without a BOM: every other byte of the first four is NUL.
+fn looks_like_utf16(first: &[u8]) -> bool {
+    matches!(first, [a, 0, b, 0, ..] | [0, a, 0, b, ..] if *a != 0 && *b != 0)
+}
+
+/// The line (1-based) of the first NUL byte, read again only when there is one.
+fn line_of_first_nul(path: &Path) -> Option<u64> {
+    let mut file = File::open(path).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line = 1u64;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        let chunk = &buf[..n];
+        match chunk.iter().position(|&b| b == 0) {
+            Some(i) => {
+                return Some(line + chunk[..i].iter().filter(|&&b| b == b'\n').count() as u64);
+            }
+            None => line += chunk.iter().filter(|&&b| b == b'\n').count() as u64,
+        }
+    }
+}
+
+/// At most `max` characters of `text`, control characters escaped, for error messages:
+/// a CSV cell may be megabytes long or hold terminal escapes.
+fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str(&format!("… ({} bytes)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A cell quoted for an error message (`"anna.@example"`), shortened when long.
+fn quoted_bounded(text: &str) -> String {
+    const MAX: usize = 100;
+    if text.chars().count() <= MAX {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(MAX).collect();
+    format!("{head:?}… ({} bytes)", text.len())
+}
+
+/// The header names for an error message: each bounded, at most 20 of them.
+fn shown_headers(headers: &[String]) -> String {
+    let mut shown: Vec<String> = headers.iter().take(20).map(|h| bounded(h, 40)).collect();
+    if headers.len() > 20 {
+        shown.push(format!("and {} more", headers.len() - 20));
+    }
+    shown.join(", ")
+}
+
 /// The delimiter the header line uses most (outside quotes); `,` when it uses none.
 pub fn detect_delimiter(header: &str) -> u8 {
     let mut counts = [0usize; 3];
@@ -683,7 +780,7 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
     if text.is_empty() {
         return Err("the address is empty".into());
     }
-    let shown = format!("{text:?}");
+    let shown = quoted_bounded(text);
     if text.contains(['\r', '\n']) {
         return Err(format!("{shown} contains a line break"));
     }
@@ -836,11 +933,6 @@ pub fn slug(text: &str) -> String {
         }
     }
     out.trim_end_matches('-').to_string()
-}
-
-/// Resolves a path shown to the operator relative to where they stand.
-pub fn shown_path(path: &Path) -> String {
-    path.display().to_string()
 }
 
 #[cfg(test)]
@@ -1095,5 +1187,146 @@ mod tests {
         data.extend(b",a@example.se,x\n");
         let (_, scan) = scan_all(&data);
         assert!(scan.errors[0].to_string().contains("column name: field is"));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Arbitrary bytes through the CSV reader: it never panics, every problem is one
+    //! printable line with a line number, the row counts add up, and every recipient it
+    //! accepts has a normalized address and a one-line name.
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn cfg(path: &Path, key: bool) -> config::Recipients {
+        config::Recipients {
+            path: path.to_path_buf(),
+            email_column: "email".into(),
+            key_column: key.then(|| "id".into()),
+            name_column: "name".into(),
+            encoding: CsvEncoding::Auto,
+            delimiter: None,
+            list_columns: vec![("affected".into(), "|".into())],
+        }
+    }
+
+    /// Opens and scans `bytes`; checks what must hold whatever the input.
+    fn check(bytes: &[u8], key: bool) -> Result<(), TestCaseError> {
+        let mut f = tempfile::NamedTempFile::new().expect("temp");
+        f.write_all(bytes).expect("write");
+        let source = match CsvSource::open(&cfg(f.path(), key)) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = format!("{e:#}");
+                prop_assert!(!text.is_empty());
+                prop_assert!(
+                    !text.chars().any(|c| c.is_control() && c != '\n'),
+                    "control character in {text:?}"
+                );
+                return Ok(());
+            }
+        };
+        let mut recipients = Vec::new();
+        let scan = source
+            .scan(|r| {
+                recipients.push(r);
+                Ok(())
+            })
+            .expect("scan fails only on I/O or the callback");
+        prop_assert_eq!(scan.rows, scan.valid + scan.invalid);
+        prop_assert_eq!(scan.valid, recipients.len() as u64);
+        prop_assert!(scan.invalid == 0 || !scan.errors.is_empty());
+        for d in scan.errors.iter().chain(&scan.warnings) {
+            prop_assert!(d.line >= 1);
+            let text = d.to_string();
+            prop_assert!(
+                !text.chars().any(char::is_control),
+                "control character in {text:?}"
+            );
+        }
+        let mut last_line = 0;
+        for r in &recipients {
+            prop_assert!(r.line > last_line, "recipients in file order");
+            last_line = r.line;
+            prop_assert_eq!(normalize_email(&r.email), Ok(r.email.clone()));
+            prop_assert!(!r.name.chars().any(char::is_control), "{:?}", r.name);
+            prop_assert!(!r.key.is_empty());
+            prop_assert_eq!(r.fields.len(), source.headers.len());
+        }
+        Ok(())
+    }
+
+    /// Pieces that CSV, encodings and addresses trip over.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b",".to_vec()),
+            Just(b";".to_vec()),
+            Just(b"\t".to_vec()),
+            Just(b"\"".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"@".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"|".to_vec()),
+            Just(b"a@example.se".to_vec()),
+            Just(b"Anna <a@example.se>".to_vec()),
+            Just("Åsa Öberg".as_bytes().to_vec()),
+            Just(b"\xc5sa".to_vec()),
+            Just(b"\xef\xbb\xbf".to_vec()),
+            Just(b"\xff\xfe".to_vec()),
+            Just(b"\0".to_vec()),
+            Just(b"\x1b[31m".to_vec()),
+            Just(b"1".to_vec()),
+            Just(b"2".to_vec()),
+            Just(b"xn--".to_vec()),
+            Just("kund@räksmörgås.se".as_bytes().to_vec()),
+            prop::collection::vec(any::<u8>(), 1..8),
+        ]
+    }
+
+    fn csv_like() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(piece(), 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), key in any::<bool>()) {
+            check(&bytes, key)?;
+        }
+
+        #[test]
+        fn csv_like_bytes_after_a_header_never_panic(
+            header in prop_oneof![
+                Just(&b"id,name,email,affected\n"[..]),
+                Just(&b"id;name;email;affected\r\n"[..]),
+                Just(&b"\xef\xbb\xbfid\tname\temail\taffected\n"[..]),
+                Just(&b"\"id\",\"name\",\"email\",\"affected\"\n"[..]),
+            ],
+            body in csv_like(),
+            key in any::<bool>(),
+        ) {
+            let mut bytes = header.to_vec();
+            bytes.extend_from_slice(&body);
+            check(&bytes, key)?;
+        }
+
+        #[test]
+        fn csv_like_bytes_anywhere_never_panic(bytes in csv_like(), key in any::<bool>()) {
+            check(&bytes, key)?;
+        }
+
+        #[test]
+        fn addresses_are_checked_without_panic_and_idempotently(text in prop::collection::vec(piece(), 0..6)) {
+            let text = String::from_utf8_lossy(&text.concat()).into_owned();
+            if let Ok(email) = normalize_email(&text) {
+                prop_assert_eq!(normalize_email(&email), Ok(email.clone()));
+                prop_assert!(email.is_ascii(), "{:?}", email);
+                prop_assert!(email.parse::<lettre::Address>().is_ok(), "lettre refuses {:?}", email);
+            }
+        }
     }
 }

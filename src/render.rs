@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tera::{Kwargs, State, Tera};
@@ -177,7 +177,10 @@ impl Templates {
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?,
         );
         if subject.is_empty() {
-            bail!("{}: the subject renders empty", self.dir.join(SUBJECT).display());
+            bail!(
+                "{}: the subject renders empty",
+                self.dir.join(SUBJECT).display()
+            );
         }
         let mut names = vec![BODY_TEXT];
         if self.has_html {
@@ -189,7 +192,10 @@ impl Templates {
                 .render_to(name, &ctx, &mut counter)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?;
             if !counter.0 && name == BODY_TEXT {
-                bail!("{}: the body renders empty", self.dir.join(BODY_TEXT).display());
+                bail!(
+                    "{}: the body renders empty",
+                    self.dir.join(BODY_TEXT).display()
+                );
             }
         }
         Ok(subject)
@@ -276,7 +282,11 @@ pub fn svensk_datum(iso: &str, weekday: bool, month: bool) -> std::result::Resul
     let month_name = MONTHS[(m - 1) as usize];
     let wd = WEEKDAYS[weekday_monday0(y, m, d)];
     if !month {
-        return Ok(if weekday { format!("{wd} den {d}") } else { d.to_string() });
+        return Ok(if weekday {
+            format!("{wd} den {d}")
+        } else {
+            d.to_string()
+        });
     }
     let month = month_name;
     if weekday {
@@ -319,13 +329,6 @@ fn svensk_datum_filter(value: &str, kwargs: Kwargs, _: &State) -> tera::TeraResu
     let weekday = kwargs.get::<bool>("veckodag")?.unwrap_or(true);
     let month = kwargs.get::<bool>("manad")?.unwrap_or(true);
     svensk_datum(value, weekday, month).map_err(tera::Error::message)
-}
-
-/// Reads the templates' hash without compiling them (for `status`).
-pub fn templates_hash_of(config: &Config) -> Result<String> {
-    Templates::load(config)
-        .map(|t| t.sha256)
-        .with_context(|| format!("templates in {}", config.templates_dir.display()))
 }
 
 #[cfg(test)]

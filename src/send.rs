@@ -14,7 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, anyhow};
 use governor::{Quota, RateLimiter};
@@ -1040,11 +1040,6 @@ fn pushback(
         *paused_until = Some(until);
     }
     front.push_front(job);
-}
-
-/// Instant is used by progress for rates.
-pub fn elapsed_since(start: Instant) -> Duration {
-    start.elapsed()
 }
 
 #[cfg(test)]
