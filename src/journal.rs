@@ -689,6 +689,7 @@ impl Writer {
         let _ = lock.set_len(0);
         let _ = lock.write_all(format!("{}\n", std::process::id()).as_bytes());
 
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -698,6 +699,16 @@ impl Writer {
             .with_context(|| format!("cannot open journal {} for writing", path.display()))
             .fatal()?;
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+        if !existed {
+            // The new file's name must be durable too, not only its lines.
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if let Ok(dir) = File::open(&parent) {
+                let _ = dir.sync_all();
+            }
+        }
         let warning = cut_torn_tail(&mut file, path).fatal()?;
         let broken = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
