@@ -182,7 +182,8 @@ impl CsvSource {
     /// Opens, hashes and checks the header of the configured CSV. A file-level problem
     /// (missing, empty, binary, UTF-16, missing column) is an error naming the file.
     pub fn open(cfg: &config::Recipients) -> Result<CsvSource> {
-        let shown = cfg.path.display().to_string();
+        // `./recipients.csv` reads better as `recipients.csv`.
+        let shown = cfg.path.strip_prefix(".").unwrap_or(&cfg.path).display().to_string();
         let file = File::open(&cfg.path)
             .with_context(|| format!("{shown}: cannot open the recipient CSV"))?;
         let (sha256, utf8_ok, first_bytes, has_nul) =

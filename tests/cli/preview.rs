@@ -22,12 +22,18 @@ fn example_previews_every_recipient_and_files_parse_back() {
     let run = env.run(&["preview"]);
     run.expect_code(0);
     assert!(
-        run.stdout.contains("rows 12, valid 12, invalid 0, warnings 1, rendered 12, written 12"),
+        run.stdout
+            .contains("rows 12, valid 12, invalid 0, warnings 1, rendered 12, written 12"),
         "{}",
         run.all()
     );
     // The household address shared by two keys is a warning naming both lines.
-    assert!(run.stderr.contains("recipients.example.csv:7: column email:"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("recipients.example.csv:7: column email:"),
+        "{}",
+        run.stderr
+    );
     let entries = index_entries(&env);
     assert_eq!(entries.len(), 12);
     let mut personnummer = std::collections::HashMap::new();
@@ -37,39 +43,80 @@ fn example_previews_every_recipient_and_files_parse_back() {
         personnummer.insert(r[0].to_string(), r[3].to_string());
     }
     let dir = env.path("preview");
-    assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777,
+        0o700
+    );
     for entry in &entries {
         let file = dir.join(entry["file"].as_str().expect("file"));
-        assert_eq!(std::fs::metadata(&file).expect("eml").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).expect("eml").permissions().mode() & 0o777,
+            0o600
+        );
         let bytes = std::fs::read(&file).expect("read eml");
-        let msg = MessageParser::default().parse(&bytes).expect("parses as MIME");
+        let msg = MessageParser::default()
+            .parse(&bytes)
+            .expect("parses as MIME");
         assert_eq!(msg.subject(), entry["subject"].as_str(), "{file:?}");
         let text = msg.body_text(0).expect("text part");
         let want = entry["text"].as_str().expect("text");
-        assert_eq!(text.replace("\r\n", "\n").trim_end(), want.trim_end(), "{file:?}");
+        assert_eq!(
+            text.replace("\r\n", "\n").trim_end(),
+            want.trim_end(),
+            "{file:?}"
+        );
         let html = msg.body_html(0).expect("html part");
-        assert_eq!(html.replace("\r\n", "\n").trim_end(), entry["html"].as_str().expect("html").trim_end());
+        assert_eq!(
+            html.replace("\r\n", "\n").trim_end(),
+            entry["html"].as_str().expect("html").trim_end()
+        );
         // Headers of the contract.
         let to = msg.to().and_then(|a| a.first()).expect("To");
         assert_eq!(to.address(), entry["email"].as_str());
         assert_eq!(to.name(), entry["name"].as_str().filter(|n| !n.is_empty()));
         let id = msg.message_id().expect("Message-ID");
-        assert!(id.starts_with("nektab-2023-10.") && id.ends_with("@example.se"), "{id}");
-        assert_eq!(msg.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
-        assert_eq!(msg.header_raw("Content-Language").map(str::trim), Some("sv"));
+        assert!(
+            id.starts_with("nektab-2023-10.") && id.ends_with("@example.se"),
+            "{id}"
+        );
+        assert_eq!(
+            msg.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-generated")
+        );
+        assert_eq!(
+            msg.header_raw("Content-Language").map(str::trim),
+            Some("sv")
+        );
         assert!(msg.date().is_some());
-        assert_eq!(msg.reply_to().and_then(|a| a.first()).and_then(|a| a.address()), Some("dataskydd@example.se"));
+        assert_eq!(
+            msg.reply_to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address()),
+            Some("dataskydd@example.se")
+        );
         // Never the personnummer, in any part.
         let pnr = &personnummer[entry["key"].as_str().expect("key")];
         let digits: String = pnr.chars().filter(char::is_ascii_digit).collect();
-        for hay in [text.to_string(), html.to_string(), String::from_utf8_lossy(&bytes).into_owned()] {
-            assert!(!hay.contains(pnr.as_str()) && !hay.contains(&digits), "personnummer in {file:?}");
+        for hay in [
+            text.to_string(),
+            html.to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ] {
+            assert!(
+                !hay.contains(pnr.as_str()) && !hay.contains(&digits),
+                "personnummer in {file:?}"
+            );
         }
     }
     // Swedish letters survive the round trip.
     let asa = entries.iter().find(|e| e["key"] == "1001").expect("1001");
     assert!(asa["name"].as_str().expect("name").contains('Å'));
-    assert!(asa["text"].as_str().expect("text").contains("Hej Åsa Öberg"));
+    assert!(
+        asa["text"]
+            .as_str()
+            .expect("text")
+            .contains("Hej Åsa Öberg")
+    );
 }
 
 #[test]
@@ -79,7 +126,8 @@ fn same_recipient_same_message_id_across_runs() {
     let first: Vec<String> = index_entries(&env)
         .iter()
         .map(|e| {
-            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file"))).expect("eml");
+            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file")))
+                .expect("eml");
             MessageParser::default()
                 .parse(&bytes)
                 .and_then(|m| m.message_id().map(str::to_string))
@@ -90,7 +138,8 @@ fn same_recipient_same_message_id_across_runs() {
     let again: Vec<String> = index_entries(&env)
         .iter()
         .map(|e| {
-            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file"))).expect("eml");
+            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file")))
+                .expect("eml");
             MessageParser::default()
                 .parse(&bytes)
                 .and_then(|m| m.message_id().map(str::to_string))
@@ -110,14 +159,26 @@ fn limit_writes_first_n_but_validates_all() {
     env.write("recipients.example.csv", csv);
     let run = env.run(&["preview", "--limit", "2"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("column email: \"sista.@example\" is not a valid address"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("column email: \"sista.@example\" is not a valid address"),
+        "{}",
+        run.stderr
+    );
     let run = env.run(&["preview", "--limit", "2", "--skip-invalid"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("rows 13, valid 12, invalid 1"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("rows 13, valid 12, invalid 1"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(index_entries(&env).len(), 2);
     let emls = std::fs::read_dir(env.path("preview"))
         .expect("dir")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
         .count();
     assert_eq!(emls, 2);
 }
@@ -138,15 +199,19 @@ fn every_bad_row_reported_with_line_and_column_in_one_run() {
     run.expect_code(2);
     let lines: Vec<&str> = run.stderr.lines().collect();
     let expect = [
-        "./recipients.example.csv:2: column email: \"anna.@example\" is not a valid address: a dot at the start or end of the name, or two dots",
-        "./recipients.example.csv:5: has 6 fields but the header has 7 (a stray delimiter or quote?)",
-        "./recipients.example.csv:6: column customer_id: key \"2\" appears again: first on line 3",
-        "./recipients.example.csv:7: column email: \"Eva <eva@example.se>\" is not a bare address: put only the address (name@example.se) in this column, the name in its own",
+        "recipients.example.csv:2: column email: \"anna.@example\" is not a valid address: a dot at the start or end of the name, or two dots",
+        "recipients.example.csv:5: has 6 fields but the header has 7 (a stray delimiter or quote?)",
+        "recipients.example.csv:6: column customer_id: key \"2\" appears again: first on line 3",
+        "recipients.example.csv:7: column email: \"Eva <eva@example.se>\" is not a bare address: put only the address (name@example.se) in this column, the name in its own",
     ];
     for e in expect {
         assert!(lines.contains(&e), "missing {e:?} in\n{}", run.stderr);
     }
-    assert!(run.stderr.contains("error: 4 of 5 rows cannot be sent"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("error: 4 of 5 rows cannot be sent"),
+        "{}",
+        run.stderr
+    );
     assert!(!env.path("preview/index.html").exists() || index_entries(&env).len() == 1);
 }
 
@@ -164,7 +229,12 @@ fn excel_semicolon_windows_1252_with_crlf() {
     let entries = index_entries(&env);
     assert_eq!(entries[0]["name"], "Åsa Öberg");
     assert_eq!(entries[1]["name"], "Märta Sjöström");
-    assert!(entries[1]["text"].as_str().expect("text").contains("Hej Märta Sjöström"));
+    assert!(
+        entries[1]["text"]
+            .as_str()
+            .expect("text")
+            .contains("Hej Märta Sjöström")
+    );
 }
 
 #[test]
@@ -173,12 +243,24 @@ fn template_errors_name_file_line_and_column() {
     env.write("templates/subject.txt", "Hej {{ recipient.fornamn }}");
     let run = env.run(&["preview"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("templates/subject.txt:1:"), "{}", run.stderr);
-    assert!(run.stderr.contains("(first on CSV line 2; 12 rows)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("templates/subject.txt:1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("(first on CSV line 2; 12 rows)"),
+        "{}",
+        run.stderr
+    );
     env.write("templates/subject.txt", "Hej {% if %}");
     let run = env.run(&["preview"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("templates/subject.txt:1:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("templates/subject.txt:1:"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -187,7 +269,12 @@ fn an_out_folder_that_is_not_ours_is_refused() {
     env.write("mine/important.txt", "keep me");
     let run = env.run(&["preview", "--out", "mine"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("is not empty and was not written by utskick preview"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is not empty and was not written by utskick preview"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(env.read("mine/important.txt"), "keep me");
 }
 
@@ -201,10 +288,19 @@ fn header_injection_through_the_csv_never_makes_a_header() {
     );
     env.run(&["preview"]).expect_code(0);
     let entries = index_entries(&env);
-    let bytes = std::fs::read(env.path("preview").join(entries[0]["file"].as_str().expect("file"))).expect("eml");
+    let bytes = std::fs::read(
+        env.path("preview")
+            .join(entries[0]["file"].as_str().expect("file")),
+    )
+    .expect("eml");
     let text = String::from_utf8_lossy(&bytes);
     let head = text.split("\r\n\r\n").next().expect("header block");
-    assert!(!head.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{head}");
+    assert!(
+        !head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "{head}"
+    );
     let msg = MessageParser::default().parse(&bytes).expect("parses");
     assert!(msg.bcc().is_none());
 }
