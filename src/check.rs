@@ -22,15 +22,24 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         Ok(c) => c,
         Err(e) => {
             line(out, "config", false, &format!("{e:#}").replace('\n', "; "));
-            return Err(Fail::Input(anyhow!("the config is not usable; nothing else was checked")));
+            return Err(Fail::Input(anyhow!(
+                "the config is not usable; nothing else was checked"
+            )));
         }
     };
-    line(out, "config", true, &format!("{} (campaign {})", config_path.display(), config.campaign));
+    line(
+        out,
+        "config",
+        true,
+        &format!("{} (campaign {})", config_path.display(), config.campaign),
+    );
     let mailing = match Mailing::open(config.clone()) {
         Ok(m) => m,
         Err(e) => {
             line(out, "inputs", false, &e.to_string().replace('\n', "; "));
-            return Err(Fail::Input(anyhow!("the CSV or the templates are not usable")));
+            return Err(Fail::Input(anyhow!(
+                "the CSV or the templates are not usable"
+            )));
         }
     };
     line(
@@ -40,7 +49,11 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         &format!(
             "{} ({}, sha256 {})",
             mailing.templates.dir.display(),
-            if mailing.templates.has_html() { "text and HTML" } else { "text only" },
+            if mailing.templates.has_html() {
+                "text and HTML"
+            } else {
+                "text only"
+            },
             &mailing.templates.sha256[..12]
         ),
     );
@@ -51,7 +64,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         "csv",
         invalid == 0,
         &format!(
-            "{}: {} rows, {} valid, {} invalid, {} warnings ({}, delimiter {:?})",
+            "{}: {} rows, {} valid, {} invalid, {} warning(s) ({}, delimiter {:?})",
             mailing.csv.shown,
             pre.scan.rows,
             pre.rendered,
@@ -64,12 +77,21 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
     for e in pre.error_lines() {
         out.error_line(&format!("           {e}"));
     }
-    line(out, "messages", pre.render_errors.is_empty(), &format!("{} rendered", pre.rendered));
+    line(
+        out,
+        "messages",
+        pre.render_errors.is_empty(),
+        &format!("{} rendered", pre.rendered),
+    );
     let mut input_ok = invalid == 0;
     let journal_path = &mailing.config.journal.path;
     match Journal::read(journal_path) {
         Ok(j) => {
-            let sent = j.recipients.values().filter(|r| r.state == State::Sent).count();
+            let sent = j
+                .recipients
+                .values()
+                .filter(|r| r.state == State::Sent)
+                .count();
             let locked = std::fs::OpenOptions::new()
                 .write(true)
                 .open(crate::journal::lock_path(journal_path))
@@ -88,7 +110,11 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
                         journal_path.display(),
                         j.events,
                         j.runs.len(),
-                        if locked { "; LOCKED by a running utskick" } else { "" }
+                        if locked {
+                            "; LOCKED by a running utskick"
+                        } else {
+                            ""
+                        }
                     )
                 },
             );
@@ -131,7 +157,12 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
                 (_, Some(u)) => format!("logged in as {u}"),
                 _ => "logged in".to_string(),
             };
-            line(out, "relay", true, &format!("{} ({security}, {login})", settings.relay()));
+            line(
+                out,
+                "relay",
+                true,
+                &format!("{} ({security}, {login})", settings.relay()),
+            );
         }
         Err(e) => {
             line(out, "relay", false, &e.to_string());
@@ -139,7 +170,9 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         }
     }
     if !input_ok {
-        return Err(Fail::Input(anyhow!("fix the problems above before sending")));
+        return Err(Fail::Input(anyhow!(
+            "fix the problems above before sending"
+        )));
     }
     out.info("a send would start");
     Ok(ExitCode::Success)

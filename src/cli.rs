@@ -11,7 +11,14 @@ use clap::{Args, Parser, Subcommand};
 /// and read the messages, `check` the relay, `send --test-to` yourself, `send`, then
 /// `status`, `bounces` and `retry` until everyone is notified.
 #[derive(Debug, Parser)]
-#[command(name = "utskick", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "utskick",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_help = "Example:\n  utskick init nektab-2023-10 && cd nektab-2023-10\n  utskick preview && utskick check\n  utskick send --test-to me@example.se && utskick send\n\nEvery command has an example in its --help, e.g. utskick send --help."
+)]
 pub struct Cli {
     /// The config file; paths inside it are relative to its folder.
     #[arg(

@@ -465,8 +465,16 @@ pub struct Config {
 impl Config {
     /// Reads and checks the config file; every problem found is reported in one error.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "config {} not found: run `utskick init DIR` to start a mailing, or name the config with --config PATH",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot read config {}: {e}", path.display())
+            }
+        })?;
         Config::parse(&text, path)
     }
 
@@ -475,6 +483,19 @@ impl Config {
         let shown = path.display();
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end().to_string();
+            // A key missing from the top level: the span is the whole file, whose first
+            // line says nothing useful.
+            if let Some(name) = msg
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+                && e.span().is_none_or(|s| s.start == 0)
+            {
+                return if SECTIONS.contains(&name) {
+                    anyhow::anyhow!("{shown}: missing section [{name}]")
+                } else {
+                    anyhow::anyhow!("{shown}: missing key `{name}` at the top of the file")
+                };
+            }
             let (line, snippet) = match e.span() {
                 Some(s) => {
                     let start = s.start.min(text.len());
@@ -496,7 +517,11 @@ impl Config {
         let mut problems: Vec<String> = Vec::new();
         let mut check = |r: Result<()>| {
             if let Err(e) = r {
-                problems.push(format!("{shown}: {e:#}"));
+                let e = format!("{e:#}");
+                match locate(text, &e) {
+                    Some(line) => problems.push(format!("{shown}:{line}: {e}")),
+                    None => problems.push(format!("{shown}: {e}")),
+                }
             }
         };
 
@@ -586,6 +611,55 @@ impl Config {
     }
 }
 
+/// The sections of the file, for "missing section" errors.
+const SECTIONS: [&str; 7] = [
+    "sender",
+    "smtp",
+    "sending",
+    "recipients",
+    "templates",
+    "journal",
+    "bounces",
+];
+
+/// The line (1-based) a checked value's problem is about: problems read `[section] key ...`
+/// or `[section]: key ...` (top-level ones `key ...`); the key's line, else the section's.
+fn locate(text: &str, problem: &str) -> Option<usize> {
+    let (section, rest) = match problem.strip_prefix('[') {
+        Some(p) => {
+            let (section, rest) = p.split_once(']')?;
+            (section.trim(), rest.trim_start_matches([':', ' ']))
+        }
+        None => ("", problem),
+    };
+    let key: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let mut current = String::new();
+    let mut section_line = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.trim_start_matches('[');
+            let name = name.split(']').next().unwrap_or("").trim();
+            current = name.to_string();
+            if current == section && section_line.is_none() {
+                section_line = Some(i + 1);
+            }
+            continue;
+        }
+        if current == section
+            && !key.is_empty()
+            && let Some(after) = line.strip_prefix(key.as_str())
+            && after.trim_start().starts_with('=')
+        {
+            return Some(i + 1);
+        }
+    }
+    section_line
+}
+
 fn check_campaign(campaign: &str) -> Result<()> {
     if campaign.is_empty() {
         bail!("campaign must not be empty");
@@ -612,6 +686,20 @@ pub fn parse_mailbox(text: &str) -> Result<Mailbox> {
     text.trim()
         .parse::<Mailbox>()
         .map_err(|e| anyhow::anyhow!("{text:?} is not a valid address ({e})"))
+}
+
+/// A host name, an IP address or an address literal (`[::1]`): nothing that could end a
+/// command line (the name goes into EHLO and TLS) or hide in an error message.
+fn check_host_name(host: &str, what: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+    if !ok {
+        bail!("{what} {host:?} is not a host name or an IP address");
+    }
+    Ok(())
 }
 
 /// Whether `host` names this machine's loopback interface.
@@ -649,6 +737,10 @@ fn check_smtp(raw: &RawSmtp, dir: &Path) -> Result<Smtp> {
     let security = parse_security(&raw.security, "[smtp]")?;
     if raw.host.trim().is_empty() {
         bail!("[smtp] host must not be empty");
+    }
+    check_host_name(raw.host.trim(), "[smtp] host")?;
+    if let Some(helo) = &raw.helo_name {
+        check_host_name(helo, "[smtp] helo_name")?;
     }
     if security == Security::None && !raw.allow_insecure && !is_loopback(&raw.host) {
         bail!(
@@ -769,6 +861,13 @@ fn check_recipients(raw: &RawRecipients, dir: &Path) -> Result<Recipients> {
 
 fn check_bounces(raw: &RawBounces) -> Result<Bounces> {
     let security = parse_security(&raw.security, "[bounces]")?;
+    check_host_name(&raw.host, "[bounces] host")?;
+    if raw.folder.chars().any(char::is_control) {
+        bail!(
+            "[bounces] folder {:?} holds a control character",
+            raw.folder
+        );
+    }
     if security == Security::None && !is_loopback(&raw.host) {
         bail!("[bounces] security = \"none\" is allowed only towards loopback");
     }
@@ -928,5 +1027,136 @@ path = "r.csv"
         assert!(is_loopback("[::1]"));
         assert!(!is_loopback("smtp.example.se"));
         assert!(!is_loopback("10.0.0.1"));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Arbitrary text to `Config::parse`: never a panic, every error names the file.
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: &str = r#"campaign = "test-1"
+[sender]
+from = "Företaget AB <dataskydd@example.se>"
+reply_to = "dataskydd@example.se"
+[smtp]
+host = "127.0.0.1"
+port = 2525
+security = "none"
+auth = "none"
+timeout_secs = 30
+[sending]
+rate = "30/min"
+burst = 1
+concurrency = 4
+max_attempts = 3
+retry_delay_secs = 5
+[recipients]
+path = "r.csv"
+key_column = "id"
+encoding = "auto"
+delimiter = "auto"
+list_columns = { affected = "|" }
+[templates]
+dir = "templates"
+[journal]
+path = "j.jsonl"
+[incident]
+namn = "X"
+"#;
+
+    fn parse(text: &str) -> Result<(), TestCaseError> {
+        match Config::parse(text, Path::new("/x/config.toml")) {
+            Ok(c) => {
+                prop_assert!(!c.campaign.is_empty());
+                prop_assert!(c.sending.rate.count > 0);
+                prop_assert!(c.sending.concurrency >= 1);
+                prop_assert!(!c.smtp.timeout.is_zero());
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for line in msg.lines() {
+                    prop_assert!(line.starts_with("/x/config.toml"), "{msg}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// TOML-ish values and fragments.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"\"".to_string()),
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("99999999999999999999".to_string()),
+            Just("true".to_string()),
+            Just("\"0/min\"".to_string()),
+            Just("\"5/s\"".to_string()),
+            Just("\"none\"".to_string()),
+            Just("\"tls\"".to_string()),
+            Just("\"xoauth2\"".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{ a = 1 }".to_string()),
+            Just("2023-10-06".to_string()),
+            Just("\"\\u0000\"".to_string()),
+            Just("\"a\\nb\"".to_string()),
+            Just("\"smtp.example.se\"".to_string()),
+            "[a-z0-9 /<>@.\"=\\[\\]{},\n-]{0,20}",
+            any::<String>().prop_map(|s| format!("{s:?}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            parse(&text)?;
+        }
+
+        #[test]
+        fn one_value_replaced_never_panics(line in 0usize..29, v in value()) {
+            let text: Vec<String> = BASE
+                .lines()
+                .enumerate()
+                .map(|(i, l)| match (i == line, l.split_once(" = ")) {
+                    (true, Some((k, _))) => format!("{k} = {v}"),
+                    (true, None) => v.clone(),
+                    _ => l.to_string(),
+                })
+                .collect();
+            parse(&text.join("\n"))?;
+        }
+
+        #[test]
+        fn lines_dropped_or_duplicated_never_panic(ops in prop::collection::vec((0usize..29, 0u8..3), 0..6)) {
+            let mut lines: Vec<&str> = BASE.lines().collect();
+            for (i, op) in ops {
+                if lines.is_empty() {
+                    break;
+                }
+                let i = i % lines.len();
+                match op {
+                    0 => {
+                        lines.remove(i);
+                    }
+                    1 => lines.insert(i, lines[i]),
+                    _ => {
+                        let j = (i + 1) % lines.len();
+                        lines.swap(i, j);
+                    }
+                }
+            }
+            parse(&lines.join("\n"))?;
+        }
+
+        #[test]
+        fn rates_never_panic(text in "[0-9 ]{0,12}/?[a-z ]{0,5}") {
+            if let Ok(r) = Rate::parse(&text) {
+                prop_assert!(r.count > 0 && r.per_second() > 0.0);
+            }
+        }
     }
 }

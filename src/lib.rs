@@ -2,6 +2,7 @@
 //! delivery journal that stays true through crashes, Ctrl-C, dropped connections and a
 //! relay's quota. `run` is the whole program; `main.rs` only maps its result to an exit code.
 
+pub mod bounces;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -81,6 +82,17 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<ExitCode, Fail> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::Success),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::Success),
+        Err(e) => Err(Fail::Fatal(anyhow::anyhow!("cannot write to standard output: {e}"))),
+    }
+}
+
 /// `-vv` shows the SMTP dialogue as tracing events on stderr (commands and reply codes;
 /// never AUTH payloads or message bodies: lettre's own tracing is not enabled).
 fn init_tracing(verbose: u8, color: bool) {
@@ -104,19 +116,20 @@ fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
         Command::Send(args) => send::run_send(load()?, args, out),
         Command::Retry(args) => send::run_retry(load()?, args, out),
         Command::Status(args) => status::run(load()?, args, out),
+        Command::Bounces(args) => bounces::run(load()?, args, out),
         Command::Check => check::run(&cli.config, out),
         Command::Init(args) => init::run(&args.dir, out),
         Command::Completions(args) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(args.shell, &mut cmd, "utskick", &mut std::io::stdout());
-            Ok(ExitCode::Success)
+            let mut buf = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "utskick", &mut buf);
+            write_stdout(&buf)
         }
         Command::Man => {
-            let man = clap_mangen::Man::new(Cli::command());
-            man.render(&mut std::io::stdout())
-                .map_err(|e| Fail::Fatal(anyhow::anyhow!("cannot write the man page: {e}")))?;
-            Ok(ExitCode::Success)
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut buf)
+                .map_err(|e| Fail::Fatal(anyhow::anyhow!("cannot render the man page: {e}")))?;
+            write_stdout(&buf)
         }
-        _ => Err(Fail::Input(anyhow::anyhow!("not built yet"))),
     }
 }

@@ -37,7 +37,11 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
         let Some(rendered) = rendered else {
             return Ok(());
         };
-        let id = crate::message::message_id(&mailing.config.campaign, &recipient.key, &mailing.config.sender.domain);
+        let id = crate::message::message_id(
+            &mailing.config.campaign,
+            &recipient.key,
+            &mailing.config.sender.domain,
+        );
         let built = crate::message::build(&mailing.config, recipient, rendered, &id, None, date)?;
         let name = format!("{}.eml", file_stem(&recipient.key, &recipient.name));
         private::write_file(&dir.join(&name), &built.bytes)?;
@@ -215,29 +219,40 @@ const INDEX_HEAD: &str = r#"<!doctype html>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-src 'self' about:; img-src data:">
 <title>{{TITLE}}</title>
 <style>
-body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f6f6f4}
-header{padding:.8em 1.2em;background:#23395d;color:#fff}
+body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f4f5f7}
+header{padding:.7em 1.2em;background:#23395d;color:#fff;display:flex;flex-wrap:wrap;align-items:baseline;gap:.3em 1.2em}
 header h1{font-size:1.15em;margin:0}
+header div{opacity:.85}
 #notes{padding:0 1.2em}
-.warn{background:#fff4ce;border-left:4px solid #c08a00;padding:.4em .8em;margin:.5em 0}
-.err{background:#fde7e9;border-left:4px solid #b00020;padding:.4em .8em;margin:.5em 0}
-main{display:grid;grid-template-columns:minmax(280px,30%) 1fr;gap:1em;padding:1em 1.2em}
-#list{background:#fff;border:1px solid #ddd;max-height:80vh;overflow:auto}
-#search{width:100%;box-sizing:border-box;padding:.5em;font-size:1em;border:1px solid #999;margin-bottom:.5em}
+#notes:empty{display:none}
+.warn{background:#fff4ce;border-left:4px solid #c08a00;padding:.4em .8em;margin:.6em 0 0}
+.err{background:#fde7e9;border-left:4px solid #b00020;padding:.4em .8em;margin:.6em 0 0}
+main{padding:.8em 1.2em 1.2em}
+#find{display:flex;align-items:center;gap:.8em;margin-bottom:.5em}
+#find label{font-weight:600;white-space:nowrap}
+#search{flex:1;max-width:32em;box-sizing:border-box;padding:.45em .6em;font-size:1em;border:1px solid #8a8f98;border-radius:4px}
+#list{background:#fff;border:1px solid #d5d8dd;border-radius:4px;max-height:40vh;overflow:auto}
 table{border-collapse:collapse;width:100%}
-td,th{text-align:left;padding:.35em .5em;border-bottom:1px solid #eee;vertical-align:top;font-size:.92em}
-tr.sel{background:#dbe7ff}
+th{position:sticky;top:0;background:#eef0f3;font-weight:600}
+td,th{text-align:left;padding:.28em .7em;border-bottom:1px solid #eceef1;font-size:.9em;white-space:nowrap}
+td:last-child{white-space:normal;color:#4a4f57}
 tbody tr{cursor:pointer}
-#view{display:grid;grid-template-columns:1fr 1fr;gap:1em}
-#view h2{font-size:1em;margin:.2em 0}
-iframe{width:100%;height:75vh;border:1px solid #ccc;background:#fff}
-pre{white-space:pre-wrap;background:#fff;border:1px solid #ccc;padding:1em;height:75vh;overflow:auto;margin:0;font-size:.9em}
-#meta{grid-column:1/3;background:#fff;border:1px solid #ddd;padding:.6em .8em}
+tbody tr:hover{background:#f1f5fc}
+tr.sel,tr.sel:hover{background:#dbe7ff}
+#view{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:.8em 1em;margin-top:.8em}
+#view h2{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#555b65;margin:0 0 .3em}
+#meta{grid-column:1/3;background:#fff;border:1px solid #d5d8dd;border-radius:4px;padding:.5em .8em;display:grid;grid-template-columns:auto 1fr;gap:.1em .8em}
+#meta div{overflow-wrap:anywhere}
+#meta .k{color:#555b65}
+#meta .none{grid-column:1/3}
+iframe{display:block;width:100%;box-sizing:border-box;height:calc(100vh - 6em);min-height:24em;border:1px solid #d5d8dd;border-radius:4px;background:#fff}
+pre{box-sizing:border-box;white-space:pre-wrap;background:#fff;border:1px solid #d5d8dd;border-radius:4px;padding:.8em 1em;height:calc(100vh - 6em);min-height:24em;overflow:auto;margin:0;font:13px/1.45 ui-monospace,"DejaVu Sans Mono",monospace}
+@media (max-width:900px){#view{grid-template-columns:1fr}#meta{grid-column:1}}
 </style></head><body>
 <header><h1>{{TITLE}}</h1><div>Från: {{FROM}} · <span id="count"></span></div></header>
 <div id="notes"></div>
-<main><section aria-label="Mottagare"><label for="search">Sök mottagare (namn, e-post, nyckel)</label>
-<input id="search" type="search" autocomplete="off" placeholder="Sök…">
+<main><section aria-label="Mottagare"><div id="find"><label for="search">Sök mottagare</label>
+<input id="search" type="search" autocomplete="off" placeholder="namn, e-post eller nyckel"></div>
 <div id="list"><table><thead><tr><th>Nyckel</th><th>Namn</th><th>E-post</th><th>Berörda uppgifter</th></tr></thead><tbody id="rows"></tbody></table></div></section>
 <section id="view" aria-live="polite"><div id="meta"></div><div><h2>HTML</h2><iframe id="html" sandbox title="HTML-versionen"></iframe></div><div><h2>Text</h2><pre id="text"></pre></div></section></main>
 <script id="data" type="application/json">[
@@ -257,20 +272,28 @@ notes.errors.forEach(function(t){n.appendChild(el('div','err',t));});
 notes.warnings.forEach(function(t){n.appendChild(el('div','warn',t));});
 document.getElementById('count').textContent=data.length+' meddelanden';
 var trs=[];
-data.forEach(function(m,i){var tr=el('tr');tr.dataset.i=i;
+data.forEach(function(m,i){var tr=el('tr');tr.dataset.i=i;tr.dataset.key=m.key;
 [m.key,m.name,m.email,m.affected].forEach(function(v){tr.appendChild(el('td','',v));});
 tr.addEventListener('click',function(){show(i);});rows.appendChild(tr);trs.push(tr);});
 function show(i){var m=data[i];trs.forEach(function(t){t.classList.remove('sel');});trs[i].classList.add('sel');
 var meta=document.getElementById('meta');meta.textContent='';
-meta.appendChild(el('div','', 'Till: '+(m.name?m.name+' <'+m.email+'>':m.email)));
-meta.appendChild(el('div','', 'Ämne: '+m.subject));
-meta.appendChild(el('div','', 'Fil: '+m.file+' · CSV-rad '+m.line));
+[['Till',m.name?m.name+' <'+m.email+'>':m.email],['Ämne',m.subject],['Fil',m.file+' · CSV-rad '+m.line]].forEach(function(p){
+meta.appendChild(el('div','k',p[0]+':'));meta.appendChild(el('div','',p[1]));});
 document.getElementById('html').srcdoc=m.html||'<p>(ingen HTML-del)</p>';
 document.getElementById('text').textContent=m.text;}
-search.addEventListener('input',function(){var q=search.value.toLowerCase();var first=-1;
+function clear(){trs.forEach(function(t){t.classList.remove('sel');});
+var meta=document.getElementById('meta');meta.textContent='';meta.appendChild(el('div','none','Ingen mottagare matchar sökningen.'));
+document.getElementById('html').srcdoc='';document.getElementById('text').textContent='';}
+search.addEventListener('input',function(){var q=search.value.trim().toLowerCase();var first=-1,hits=0;
 data.forEach(function(m,i){var hit=!q||(m.key+' '+m.name+' '+m.email).toLowerCase().indexOf(q)>=0;
-trs[i].style.display=hit?'':'none';if(hit&&first<0)first=i;});if(first>=0)show(first);});
-if(data.length)show(0);
+trs[i].style.display=hit?'':'none';if(hit){hits++;if(first<0)first=i;}});
+document.getElementById('count').textContent=(q?hits+' av ':'')+data.length+' meddelanden';
+if(first>=0)show(first);else clear();});
+function fromHash(){var h=location.hash;if(h.indexOf('#q=')!==0)return false;
+var q;try{q=decodeURIComponent(h.slice(3).replace(/\+/g,' '));}catch(e){return false;}
+search.value=q;search.dispatchEvent(new Event('input'));return true;}
+window.addEventListener('hashchange',fromHash);
+if(!fromHash()&&data.length)show(0);
 })();
 </script></body></html>
 "#;

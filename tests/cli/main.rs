@@ -2,11 +2,17 @@
 //! against real SMTP servers on loopback (an in-process scriptable one, Postfix, smtp-sink).
 
 mod support {
+    pub mod dovecot;
     pub mod postfix;
     pub mod smtp_server;
     pub mod testenv;
     pub mod tls;
 }
+mod bounces;
+mod browser;
+mod hardening;
+mod journey;
+mod operator;
 mod preview;
-mod support_selftest;
 mod send;
+mod support_selftest;

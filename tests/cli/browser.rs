@@ -1,0 +1,516 @@
+//! The preview page in a real browser: `preview` on the shipped example, then
+//! `preview/index.html` in headless Chromium (Debian's `chromium`, which `.ci/run` installs).
+//!
+//! No driver: Chromium's own `--dump-dom` gives the page as its scripts left it, and the
+//! page's `#q=TEXT` fragment types TEXT into the search box, so searching is tested through
+//! the page's own input handler. Every run goes through a local proxy that refuses and
+//! records every request: the page must load nothing from the network.
+//!
+//! Without Chromium the tests print `skipped: chromium not installed` and pass, unless `CI`
+//! is set. `UTSKICK_UPDATE_SCREENSHOT=1 cargo test browser` refreshes `docs/preview.png`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::testenv::{TestEnv, repo};
+
+const EXAMPLE_ROWS: usize = 12;
+/// How long one Chromium run may take (a cold start on a loaded CI machine is slow).
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One Chromium at a time: the machine is shared with the other tests.
+static CHROMIUM_LOCK: Mutex<()> = Mutex::new(());
+
+// ----- finding and running Chromium --------------------------------------------------
+
+fn find_chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Chromium, or `None` after printing why the test is skipped; with `CI` set, a missing
+/// Chromium fails the test.
+fn chromium_or_skip() -> Option<PathBuf> {
+    match find_chromium() {
+        Some(exe) => Some(exe),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("chromium not installed, and CI is set: .ci/run installs Debian's chromium")
+        }
+        None => {
+            eprintln!("skipped: chromium not installed");
+            None
+        }
+    }
+}
+
+/// A local HTTP proxy that answers every request with 403 and records its first line
+/// (`GET http://host/path HTTP/1.1` or `CONNECT host:443 HTTP/1.1`).
+struct Proxy {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (requests, stop) = (requests.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    let line = first_line(&mut conn);
+                    requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            })
+        };
+        Proxy {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every request but Chromium's own calls home (see [`chromium_own`]).
+    fn requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| !chromium_own(r))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Requests Chromium makes for itself at startup whatever the flags (an on-demand
+/// component's update check, the account service): not the page's. Matched narrowly, by
+/// exact host and path; the page source is also checked for remote URLs directly.
+fn chromium_own(request: &str) -> bool {
+    [
+        "CONNECT update.googleapis.com:443 ",
+        "POST http://update.googleapis.com/service/update2/json?",
+        "CONNECT accounts.google.com:443 ",
+        "GET http://clients2.google.com/time/1/current?",
+    ]
+    .iter()
+    .any(|own| request.starts_with(own))
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn first_line(conn: &mut TcpStream) -> String {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !bytes.contains(&b'\n') && bytes.len() < 8192 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        "(a connection without a request)".to_string()
+    } else {
+        line
+    }
+}
+
+/// One headless Chromium run on `url` through `proxy`, with a fresh profile; returns stdout.
+fn headless(exe: &Path, proxy: &Proxy, extra: &[&str], url: &str) -> String {
+    let _one = CHROMIUM_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::Builder::new()
+        .prefix("utskick-chromium")
+        .tempdir()
+        .expect("tempdir");
+    let profile = tmp.path().join("profile");
+    let (stdout_path, stderr_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--mute-audio",
+        "--no-pings",
+        "--disable-domain-reliability",
+        "--disable-client-side-phishing-detection",
+        "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,Translate,MediaRouter,CertificateTransparencyComponentUpdater",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--proxy-server=http://127.0.0.1:{}", proxy.port))
+    // Chromium never sends loopback through a proxy unless told to.
+    .arg("--proxy-bypass-list=<-loopback>")
+    .args(extra)
+    .arg(url)
+    .env_clear()
+    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    .env("HOME", tmp.path())
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+    .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+    // Its own process group, so that the browser's helpers go with it.
+    .process_group(0);
+    let mut child = cmd.spawn().expect("start chromium");
+    let group = child.id() as libc::pid_t;
+    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chromium") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signals only the process group this test started (its id is the child's pid).
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    if status.is_none() {
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "chromium did not finish within {CHROMIUM_TIMEOUT:?} on {url}\n--- stderr\n{stderr}"
+        );
+    };
+    assert!(
+        status.success(),
+        "chromium failed on {url}: {status}\n--- stderr\n{stderr}"
+    );
+    std::fs::read_to_string(&stdout_path).expect("chromium's output")
+}
+
+fn file_url(path: &Path) -> String {
+    let path = path.canonicalize().expect("absolute path");
+    let text = path.to_str().expect("UTF-8 path");
+    assert!(
+        text.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
+        "a path that needs escaping in a URL: {text}"
+    );
+    format!("file://{text}")
+}
+
+/// The shipped example, previewed; returns the env and `preview/index.html`'s URL.
+fn previewed() -> (TestEnv, String) {
+    let env = TestEnv::example();
+    env.run(&["preview"]).expect_code(0);
+    let url = file_url(&env.path("preview/index.html"));
+    (env, url)
+}
+
+// ----- reading the DOM Chromium dumped -----------------------------------------------
+
+/// The text between `start` (inclusive) and the next `end` (exclusive) after it.
+fn between<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
+    let from = dom
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in the page:\n{dom}"));
+    let rest = &dom[from..];
+    let to = rest
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end:?} after {start:?} in the page"));
+    &rest[..to]
+}
+
+/// Markup to text: tags dropped, the entities the serializer writes decoded.
+fn text_of(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    decode(&out)
+}
+
+fn decode(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// A recipient row as the page left it.
+#[derive(Debug)]
+struct Row {
+    key: String,
+    visible: bool,
+    selected: bool,
+}
+
+fn rows(dom: &str) -> Vec<Row> {
+    let body = between(dom, "<tbody id=\"rows\">", "</tbody>");
+    body.split("<tr ")
+        .skip(1)
+        .map(|tr| {
+            let tag = &tr[..tr.find('>').expect("a row's tag ends")];
+            let key = tag
+                .split("data-key=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("a row without data-key: {tag}"));
+            Row {
+                key: decode(key),
+                visible: !tag.contains("display: none"),
+                selected: tag.contains("class=\"sel\""),
+            }
+        })
+        .collect()
+}
+
+fn visible_keys(dom: &str) -> Vec<String> {
+    rows(dom)
+        .into_iter()
+        .filter(|r| r.visible)
+        .map(|r| r.key)
+        .collect()
+}
+
+/// The meta box (To, subject, file) as text.
+fn meta(dom: &str) -> String {
+    text_of(between(dom, "<div id=\"meta\"", "<h2>"))
+}
+
+/// The text pane as text.
+fn text_pane(dom: &str) -> String {
+    decode(between(dom, "<pre id=\"text\">", "</pre>").trim_start_matches("<pre id=\"text\">"))
+}
+
+/// The HTML pane's `<iframe ...>` opening tag, attributes as serialized.
+fn iframe(dom: &str) -> String {
+    decode(between(dom, "<iframe", "</iframe>"))
+}
+
+fn count(dom: &str) -> String {
+    text_of(between(dom, "<span id=\"count\">", "</span>"))
+        .trim()
+        .to_string()
+}
+
+// ----- the tests ---------------------------------------------------------------------
+
+#[test]
+fn preview_page_lists_searches_and_shows_in_chromium() {
+    let Some(exe) = chromium_or_skip() else {
+        return;
+    };
+    // The proxy is seen to catch a page's request, so its silence below means something.
+    let control = tempfile::tempdir().expect("tempdir");
+    let control_page = control.path().join("control.html");
+    std::fs::write(
+        &control_page,
+        "<!doctype html><title>control</title><img src=\"http://utskick-control.invalid/pixel.png\">",
+    )
+    .expect("control page");
+    let proxy = Proxy::start();
+    headless(&exe, &proxy, &["--dump-dom"], &file_url(&control_page));
+    let seen = proxy.requests();
+    assert!(
+        seen.iter().any(|r| r.contains("utskick-control.invalid")),
+        "the proxy did not see the control page's request: {seen:?}"
+    );
+    drop(proxy);
+
+    let (env, url) = previewed();
+    let proxy = Proxy::start();
+
+    // As opened: every recipient listed, the first one shown, the warning on top.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &url);
+    let all = rows(&dom);
+    assert_eq!(all.len(), EXAMPLE_ROWS, "rows: {all:?}");
+    assert!(all.iter().all(|r| r.visible), "{all:?}");
+    let selected: Vec<&str> = all
+        .iter()
+        .filter(|r| r.selected)
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(selected, ["1001"]);
+    assert_eq!(count(&dom), format!("{EXAMPLE_ROWS} meddelanden"));
+    let m = meta(&dom);
+    assert!(m.contains("Åsa Öberg <asa.oberg@example.se>"), "{m}");
+    let notes = between(&dom, "<div id=\"notes\">", "<main>");
+    assert!(
+        notes.contains("class=\"warn\"") && notes.contains("familjen.holm@example.org"),
+        "the CSV's warning is not at the top: {notes}"
+    );
+    assert!(
+        dom.find("id=\"notes\"") < dom.find("<main>"),
+        "warnings below the messages"
+    );
+    // The HTML part sits in a sandbox with no permissions at all.
+    let frame = iframe(&dom);
+    let opening = &frame[..frame.find(" srcdoc=").unwrap_or(frame.len())];
+    assert!(
+        opening.contains(" sandbox=\"\""),
+        "the iframe is not sandboxed: {opening}"
+    );
+    assert!(frame.contains("Hej Åsa Öberg"), "no HTML part shown");
+    assert!(text_pane(&dom).contains("Hej Åsa Öberg,"));
+
+    // Searching for a customer: only the matching row stays, and their message is shown.
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#q=Sj%C3%B6str%C3%B6m"),
+    );
+    assert_eq!(visible_keys(&dom), ["1003"], "{:?}", rows(&dom));
+    assert_eq!(
+        rows(&dom).len(),
+        EXAMPLE_ROWS,
+        "rows are hidden, not removed"
+    );
+    assert_eq!(count(&dom), format!("1 av {EXAMPLE_ROWS} meddelanden"));
+    let m = meta(&dom);
+    assert!(
+        m.contains("Till:") && m.contains("Märta Sjöström <marta.sjostrom@example.org>"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Ämne:") && m.contains("Viktig information om dina personuppgifter"),
+        "{m}"
+    );
+    assert!(m.contains("1003-marta-sjostrom.eml"), "{m}");
+    let text = text_pane(&dom);
+    assert!(text.contains("Hej Märta Sjöström,"), "{text}");
+    assert!(!text.contains("Åsa"), "another recipient's text: {text}");
+    assert!(iframe(&dom).contains("Hej Märta Sjöström"));
+
+    // Case does not matter; a shared address finds both of the household.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#q=HOLM"));
+    assert_eq!(visible_keys(&dom), ["1004", "1005"]);
+    assert!(meta(&dom).contains("Anders Holm"));
+
+    // No match: nothing listed, nothing shown.
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#q=ingen-s%C3%A5dan"),
+    );
+    assert!(visible_keys(&dom).is_empty(), "{:?}", rows(&dom));
+    assert!(text_pane(&dom).trim().is_empty());
+    assert!(meta(&dom).contains("Ingen mottagare"));
+
+    let requests = proxy.requests();
+    assert!(
+        requests.is_empty(),
+        "the preview page made network requests: {requests:?}"
+    );
+
+    // The page itself refers to nothing remote: outside the messages' own text (the
+    // JSON data), no http(s) URL, and a policy that forbids loading any.
+    let page = env.read("preview/index.html");
+    let data_start = page
+        .find("<script id=\"data\" type=\"application/json\">")
+        .expect("the data block");
+    let data_end = data_start + page[data_start..].find("</script>").expect("its end");
+    let outside = format!("{}{}", &page[..data_start], &page[data_end..]);
+    for scheme in ["http://", "https://", "src=\"//", "url("] {
+        assert!(
+            !outside.contains(scheme),
+            "the page refers to {scheme} outside the messages"
+        );
+    }
+    assert!(
+        outside.contains("Content-Security-Policy") && outside.contains("default-src 'none'"),
+        "no content security policy"
+    );
+}
+
+/// PNG signature, then the IHDR chunk's width and height.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(
+        bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR",
+        "not a PNG"
+    );
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[test]
+fn preview_page_screenshot() {
+    let Some(exe) = chromium_or_skip() else {
+        return;
+    };
+    let (env, url) = previewed();
+    let proxy = Proxy::start();
+    let shot = env.path("preview.png");
+    headless(
+        &exe,
+        &proxy,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1400,1000",
+            "--hide-scrollbars",
+        ],
+        &url,
+    );
+    let bytes = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert_eq!(png_size(&bytes), (1400, 1000));
+    // A blank or unstyled page compresses to a few kilobytes; the rendered page does not.
+    assert!(
+        bytes.len() > 40_000,
+        "suspiciously small screenshot: {} bytes",
+        bytes.len()
+    );
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+    if std::env::var_os("UTSKICK_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let docs = repo().join("docs");
+        std::fs::create_dir_all(&docs).expect("docs/");
+        std::fs::write(docs.join("preview.png"), &bytes).expect("docs/preview.png");
+        eprintln!("wrote {}", docs.join("preview.png").display());
+    }
+}
