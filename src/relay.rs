@@ -519,7 +519,10 @@ impl Connection {
             }
         }
         tracing::debug!(">> (message, {} bytes)", bytes.len());
-        match timeout(t, self.inner.message(bytes)).await {
+        // lettre ends DATA with CRLF.CRLF after whatever it is given: without our own last
+        // CRLF, the relay receives exactly `bytes` (and the archive's copy is byte-equal).
+        let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
+        match timeout(t, self.inner.message(body)).await {
             Err(_) => {
                 self.broken = true;
                 Delivery::LostAfterData(timed_out("the end of the message"))

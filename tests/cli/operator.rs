@@ -356,12 +356,6 @@ fn check_reports_an_unreachable_relay() {
 
 // ----- the archive -------------------------------------------------------------------
 
-/// What the relay received without the CRLF of the `CRLF . CRLF` that ends DATA: the
-/// client sends that sequence after the message whether or not it ends in CRLF.
-fn without_terminator(data: &[u8]) -> &[u8] {
-    data.strip_suffix(b"\r\n").unwrap_or(data)
-}
-
 fn message_id(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
@@ -445,7 +439,7 @@ fn archive_keeps_the_exact_bytes_of_every_delivered_message() {
             .get(&id)
             .unwrap_or_else(|| panic!("{name}: the relay never got {id}"));
         assert!(
-            bytes.as_slice() == without_terminator(got),
+            bytes.as_slice() == *got,
             "{name}: the archive differs from what the relay received\n--- archived\n{}\n--- received\n{}",
             String::from_utf8_lossy(&bytes),
             String::from_utf8_lossy(got)
