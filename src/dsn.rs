@@ -97,9 +97,29 @@ const MAX_ID_LEN: usize = 998;
 /// panic). Real bounces hold one or two.
 const MAX_NESTED_MESSAGES: usize = 64;
 
+/// The message with LF line ends and no trailing blank lines. The same report reads as
+/// CRLF over IMAP and as LF from a Maildir or an mbox; a report without a Message-ID of its
+/// own is known by the SHA-256 of these bytes, so that it is the same report both ways.
+fn lf_line_ends(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    while out.ends_with(b"\n\n") {
+        out.pop();
+    }
+    out
+}
+
 /// Reads one raw message (as found in an mbox, a Maildir or an IMAP mailbox).
 pub fn parse(raw: &[u8]) -> Report {
-    let sha_id = || format!("sha256:{}", hex(&Sha256::digest(raw)));
+    let sha_id = || format!("sha256:{}", hex(&Sha256::digest(lf_line_ends(raw))));
     let Some(message) = parse_mime(raw) else {
         return Report {
             kind: ReportKind::Other,
@@ -1425,6 +1445,15 @@ mod tests {
         assert!(!d.contains(['\r', '\n', '\t']));
         assert_eq!(one_line("  a \r\n b\u{0}c  ", 500), "a b c");
         assert_eq!(one_line("abc def", 4), "abc");
+    }
+
+    #[test]
+    fn line_ends_do_not_change_a_report_id() {
+        let lf = b"From: MAILER-DAEMON@x\nSubject: failure notice\n\nbody\n\n\n".to_vec();
+        let crlf = b"From: MAILER-DAEMON@x\r\nSubject: failure notice\r\n\r\nbody\r\n".to_vec();
+        assert_eq!(lf_line_ends(&lf), lf_line_ends(&crlf));
+        assert_eq!(parse(&lf).id, parse(&crlf).id);
+        assert_eq!(lf_line_ends(b"a\rb\r\n"), b"a\rb\n");
     }
 
     #[test]

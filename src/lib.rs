@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dsn;
 pub mod exit_codes;
+pub mod imap;
 pub mod init;
 pub mod journal;
 pub mod mailbox;
@@ -89,7 +90,9 @@ fn write_stdout(bytes: &[u8]) -> Result<ExitCode, Fail> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::Success),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::Success),
-        Err(e) => Err(Fail::Fatal(anyhow::anyhow!("cannot write to standard output: {e}"))),
+        Err(e) => Err(Fail::Fatal(anyhow::anyhow!(
+            "cannot write to standard output: {e}"
+        ))),
     }
 }
 

@@ -270,3 +270,172 @@ mod tests {
         assert_eq!(crlf("a\nb\r\nc"), "a\r\nb\r\nc");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Whatever the CSV holds in name and key and the template renders as subject, the
+    //! header block stays what it must be: printable ASCII lines, folded only with leading
+    //! white space, exactly the headers we put there, each once, and a To that still names
+    //! the recipient's address.
+    use super::*;
+    use crate::recipients::FieldValue;
+    use proptest::prelude::*;
+
+    fn config() -> Config {
+        Config::parse(
+            "campaign = \"c-1\"\n[sender]\nfrom = \"Företaget Ö AB <dataskydd@example.se>\"\n[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nauth = \"none\"\n[recipients]\npath = \"r.csv\"\n",
+            std::path::Path::new("/x/config.toml"),
+        )
+        .expect("config")
+    }
+
+    /// Text that tries to break out of a header.
+    fn hostile() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("\r\n".to_string()),
+            Just("\n".to_string()),
+            Just("\r".to_string()),
+            Just("\r\n ".to_string()),
+            Just("Bcc: evil@example.com".to_string()),
+            Just("\r\nBcc: evil@example.com\r\n".to_string()),
+            Just("=?utf-8?b?QmNjOiBldmls?=".to_string()),
+            Just("=?utf-8?q?a=0D=0ABcc:_x?=".to_string()),
+            Just("\"".to_string()),
+            Just("\\".to_string()),
+            Just("<x@example.com>".to_string()),
+            Just(", y@example.com".to_string()),
+            Just(";:()[]".to_string()),
+            Just("\u{0}".to_string()),
+            Just("\u{85}".to_string()),
+            Just("\u{2028}".to_string()),
+            Just("\t".to_string()),
+            Just("Åsa Öberg".to_string()),
+            Just("😀".to_string()),
+            Just(" ".to_string()),
+            Just("x".repeat(90)),
+            any::<char>().prop_map(String::from),
+        ];
+        prop_oneof![
+            prop::collection::vec(piece, 0..12).prop_map(|p| p.concat()),
+            any::<String>(),
+        ]
+    }
+
+    /// The header block, unfolded into (name, value) pairs; fails on any bad line.
+    fn unfold(bytes: &[u8]) -> Result<Vec<(String, String)>, TestCaseError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (head, _) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| TestCaseError::fail("no end of headers"))?;
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.split("\r\n") {
+            prop_assert!(
+                line.bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)),
+                "not printable ASCII: {:?}",
+                line
+            );
+            prop_assert!(line.len() <= 998, "line longer than RFC 5322 allows");
+            if line.starts_with([' ', '\t']) {
+                let last = headers
+                    .last_mut()
+                    .ok_or_else(|| TestCaseError::fail("continuation first"))?;
+                last.1.push_str(line);
+            } else {
+                let (name, value) = line
+                    .split_once(':')
+                    .ok_or_else(|| TestCaseError::fail(format!("not a header: {line:?}")))?;
+                prop_assert!(
+                    !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "bad header name {:?}",
+                    name
+                );
+                headers.push((name.to_string(), value.to_string()));
+            }
+        }
+        Ok(headers)
+    }
+
+    fn check(name: &str, subject: &str, key: &str, to: Option<&str>) -> Result<(), TestCaseError> {
+        let c = config();
+        let recipient = Recipient {
+            line: 2,
+            key: key.to_string(),
+            email: "anna@example.se".into(),
+            name: name.to_string(),
+            fields: vec![("name".into(), FieldValue::Text(name.to_string()))],
+        };
+        let rendered = crate::render::Rendered {
+            subject: subject.to_string(),
+            text: "Hej!\n".into(),
+            html: None,
+        };
+        let id = message_id("c-1", key, "example.se");
+        let built = match build(&c, &recipient, &rendered, &id, to, SystemTime::UNIX_EPOCH) {
+            Ok(b) => b,
+            // Refusing is fine; what goes out must be sound.
+            Err(_) => return Ok(()),
+        };
+        let headers = unfold(&built.bytes)?;
+        let mut names: Vec<String> = headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        let mut expected = vec![
+            "auto-submitted",
+            "content-language",
+            "content-transfer-encoding",
+            "content-type",
+            "date",
+            "from",
+            "message-id",
+            "mime-version",
+            "reply-to",
+            "subject",
+            "to",
+        ];
+        if to.is_some() {
+            expected.push("x-utskick-test");
+        }
+        expected.sort();
+        prop_assert_eq!(names, expected);
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        prop_assert_eq!(get("Message-ID"), id);
+        // The parsed To is exactly one mailbox, the recipient's address.
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&built.bytes)
+            .ok_or_else(|| TestCaseError::fail("mail-parser cannot parse it"))?;
+        let to_addr = parsed.to().ok_or_else(|| TestCaseError::fail("no To"))?;
+        let all: Vec<_> = to_addr.iter().collect();
+        prop_assert_eq!(all.len(), 1, "To: {:?}", get("To"));
+        prop_assert_eq!(
+            all[0].address().map(str::to_ascii_lowercase),
+            Some(to.unwrap_or("anna@example.se").to_string()),
+            "To: {:?}",
+            get("To")
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn hostile_name_and_subject_stay_in_their_headers(name in hostile(), subject in hostile()) {
+            check(&name, &subject, "1042", None)?;
+        }
+
+        #[test]
+        fn hostile_key_stays_in_the_test_header(key in hostile(), name in hostile()) {
+            check(&name, "Ämne", &key, Some("me@example.se"))?;
+        }
+    }
+}

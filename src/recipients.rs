@@ -183,7 +183,12 @@ impl CsvSource {
     /// (missing, empty, binary, UTF-16, missing column) is an error naming the file.
     pub fn open(cfg: &config::Recipients) -> Result<CsvSource> {
         // `./recipients.csv` reads better as `recipients.csv`.
-        let shown = cfg.path.strip_prefix(".").unwrap_or(&cfg.path).display().to_string();
+        let shown = cfg
+            .path
+            .strip_prefix(".")
+            .unwrap_or(&cfg.path)
+            .display()
+            .to_string();
         let file = File::open(&cfg.path)
             .with_context(|| format!("{shown}: cannot open the recipient CSV"))?;
         let (sha256, utf8_ok, first_bytes, has_nul) =

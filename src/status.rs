@@ -137,11 +137,17 @@ pub fn run(config: Config, args: &StatusArgs, out: &Output) -> Result<ExitCode, 
     let (status, csv, journal) = gather(&config)?;
     if let Some(path) = &args.failed_csv {
         let n = write_failed_csv(path, &csv, &journal).fatal()?;
-        out.info(&format!("wrote {n} recipients not delivered to {}", path.display()));
+        out.info(&format!(
+            "wrote {n} recipients not delivered to {}",
+            path.display()
+        ));
     }
     if let Some(path) = &args.report {
         let md = report(&config, &status);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
             private::create_dir(parent).fatal()?;
         }
         std::fs::write(path, md)
@@ -166,13 +172,20 @@ fn short(hash: &str) -> &str {
 /// The text shown without `--json`.
 pub fn table(s: &Status) -> String {
     let mut t = String::new();
-    t.push_str(&format!("campaign {}  journal {}\n\n", s.campaign, s.journal));
+    t.push_str(&format!(
+        "campaign {}  journal {}\n\n",
+        s.campaign, s.journal
+    ));
     let mut order: Vec<String> = State::ALL.iter().map(|s| s.name().to_string()).collect();
     if s.counts.contains_key("invalid") {
         order.push("invalid".into());
     }
     for name in &order {
-        t.push_str(&format!("  {:<17} {:>8}\n", name, s.counts.get(name).copied().unwrap_or(0)));
+        t.push_str(&format!(
+            "  {:<17} {:>8}\n",
+            name,
+            s.counts.get(name).copied().unwrap_or(0)
+        ));
     }
     t.push_str(&format!("  {:<17} {:>8}\n", "total", s.total));
     if s.torn_tail {
@@ -180,11 +193,17 @@ pub fn table(s: &Status) -> String {
     }
     if !s.not_sent.is_empty() {
         t.push_str(&format!("\nnot sent ({}):\n", s.not_sent.len()));
-        t.push_str(&format!("  {:<12} {:<32} {:<17} {:>4}  {}\n", "key", "email", "state", "code", "reply"));
+        t.push_str(&format!(
+            "  {:<12} {:<32} {:<17} {:>4}  {}\n",
+            "key", "email", "state", "code", "reply"
+        ));
         for n in &s.not_sent {
             let code = n.code.map(|c| c.to_string()).unwrap_or_default();
             let reason: String = n.reason.chars().take(90).collect();
-            t.push_str(&format!("  {:<12} {:<32} {:<17} {:>4}  {}\n", n.key, n.email, n.state, code, reason));
+            t.push_str(&format!(
+                "  {:<12} {:<32} {:<17} {:>4}  {}\n",
+                n.key, n.email, n.state, code, reason
+            ));
         }
     }
     if !s.not_in_csv.is_empty() {
@@ -221,12 +240,17 @@ pub fn table(s: &Status) -> String {
 /// Writes every recipient not `sent` with all CSV columns plus `state` and `reason`; UTF-8
 /// with BOM and the input's delimiter, 0600. Returns how many.
 pub fn write_failed_csv(path: &Path, csv: &CsvSource, journal: &Journal) -> Result<u64> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
         private::create_dir(parent)?;
     }
     let mut file = private::create_file(path)?;
     file.write_all(b"\xEF\xBB\xBF")?;
-    let mut w = csv::WriterBuilder::new().delimiter(csv.delimiter).from_writer(file);
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(csv.delimiter)
+        .from_writer(file);
     let mut header = csv.headers.clone();
     header.push("state".into());
     header.push("reason".into());
@@ -269,8 +293,15 @@ pub fn write_failed_csv(path: &Path, csv: &CsvSource, journal: &Journal) -> Resu
 /// The Markdown record of the mailing, with counts only: no address, name or key.
 pub fn report(config: &Config, s: &Status) -> String {
     let real: Vec<&Run> = s.runs.iter().filter(|r| !r.test).collect();
-    let began = real.first().map(|r| r.started.as_str()).unwrap_or("not yet");
-    let ended = real.iter().map(|r| r.ended.as_str()).max().unwrap_or("not yet");
+    let began = real
+        .first()
+        .map(|r| r.started.as_str())
+        .unwrap_or("not yet");
+    let ended = real
+        .iter()
+        .map(|r| r.ended.as_str())
+        .max()
+        .unwrap_or("not yet");
     let sent = s.counts.get("sent").copied().unwrap_or(0);
     let subject = subject_without_personal_data(config);
     let templates = real
@@ -284,18 +315,33 @@ pub fn report(config: &Config, s: &Status) -> String {
     md.push_str(&format!("- Notice subject: {subject}\n"));
     md.push_str(&format!("- Templates SHA-256: `{templates}`\n"));
     md.push_str(&format!("- Sender: {}\n", config.sender.from.email));
-    md.push_str(&format!("- Sending began: {began}\n- Sending last active: {ended}\n"));
+    md.push_str(&format!(
+        "- Sending began: {began}\n- Sending last active: {ended}\n"
+    ));
     md.push_str(&format!("- Recipients in the list: {}\n", s.total));
-    md.push_str(&format!("- Notified by email (accepted by the relay, no bounce since): {sent}\n"));
-    md.push_str(&format!("- Not notified by email: {}\n\n", s.total.saturating_sub(sent)));
+    md.push_str(&format!(
+        "- Notified by email (accepted by the relay, no bounce since): {sent}\n"
+    ));
+    md.push_str(&format!(
+        "- Not notified by email: {}\n\n",
+        s.total.saturating_sub(sent)
+    ));
     md.push_str("## Why the rest were not notified by email\n\n| state | count | meaning |\n|---|---:|---|\n");
     let meaning = |state: &str| match state {
-        "failed-permanent" => "the relay refused the address for good (e.g. unknown user): notify by letter",
-        "bounced" => "accepted by the relay, then a delivery report said it could not be delivered: notify by letter",
+        "failed-permanent" => {
+            "the relay refused the address for good (e.g. unknown user): notify by letter"
+        }
+        "bounced" => {
+            "accepted by the relay, then a delivery report said it could not be delivered: notify by letter"
+        }
         "failed-transient" => "a temporary failure: `utskick retry` tries again",
-        "unknown" => "the connection was lost after the message was handed over: `utskick retry` sends it again",
+        "unknown" => {
+            "the connection was lost after the message was handed over: `utskick retry` sends it again"
+        }
         "pending" => "not attempted yet (a quota or limit stopped the run): `utskick send` resumes",
-        "invalid" => "the row in the list is not usable (e.g. a malformed address): correct it, or notify by letter",
+        "invalid" => {
+            "the row in the list is not usable (e.g. a malformed address): correct it, or notify by letter"
+        }
         _ => "",
     };
     for (state, n) in &s.counts {
@@ -353,7 +399,9 @@ fn subject_without_personal_data(config: &Config) -> String {
             && let Ok(rendered) = templates.render(&r)
         {
             let personal = r.fields.iter().any(|(_, v)| match v {
-                crate::recipients::FieldValue::Text(t) => t.len() > 2 && rendered.subject.contains(t.as_str()),
+                crate::recipients::FieldValue::Text(t) => {
+                    t.len() > 2 && rendered.subject.contains(t.as_str())
+                }
                 crate::recipients::FieldValue::List(_) => false,
             });
             subject = Some(if personal {
