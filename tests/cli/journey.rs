@@ -10,7 +10,8 @@ use crate::support::testenv::TestEnv;
 fn status_json(env: &TestEnv) -> serde_json::Value {
     let run = env.run(&["status", "--json"]);
     run.expect_code(0);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("status --json: {e}\n{}", run.stdout))
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}\n{}", run.stdout))
 }
 
 fn count(status: &serde_json::Value, state: &str) -> u64 {
@@ -29,7 +30,10 @@ fn first_send_then_status_retry_and_retry_permanent() {
     ])));
     env.relay(first.port());
     let addresses = env.example_addresses();
-    assert!(addresses.contains(&"per-erik.lindqvist@example.com".to_string()), "{addresses:?}");
+    assert!(
+        addresses.contains(&"per-erik.lindqvist@example.com".to_string()),
+        "{addresses:?}"
+    );
     let run = env.run(&["send", "--yes"]);
     run.expect_code(3);
     let states = env.latest();
@@ -43,13 +47,29 @@ fn first_send_then_status_retry_and_retry_permanent() {
     assert_eq!(count(&status, "failed-transient"), 1);
     assert!(count(&status, "unknown") >= 1);
     let not_sent = status["not_sent"].as_array().expect("not_sent");
-    let p = not_sent.iter().find(|n| n["key"] == "1002").expect("1002 listed");
+    let p = not_sent
+        .iter()
+        .find(|n| n["key"] == "1002")
+        .expect("1002 listed");
     assert_eq!(p["code"], 550);
-    assert!(p["reason"].as_str().expect("reason").contains("User unknown"));
+    assert!(
+        p["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("User unknown")
+    );
     let text = env.run(&["status"]);
     text.expect_code(0);
-    assert!(text.stdout.contains("1002") && text.stdout.contains("failed-permanent"), "{}", text.stdout);
-    let received_first: Vec<String> = first.received().iter().flat_map(|r| r.rcpt_to.clone()).collect();
+    assert!(
+        text.stdout.contains("1002") && text.stdout.contains("failed-permanent"),
+        "{}",
+        text.stdout
+    );
+    let received_first: Vec<String> = first
+        .received()
+        .iter()
+        .flat_map(|r| r.rcpt_to.clone())
+        .collect();
     drop(first);
 
     // The relay has recovered: retry takes the transient and unknown ones, not the 550.
@@ -57,10 +77,23 @@ fn first_send_then_status_retry_and_retry_permanent() {
     env.relay(second.port());
     let run = env.run(&["retry", "--yes"]);
     run.expect_code(0);
-    let got: Vec<String> = second.received().iter().flat_map(|r| r.rcpt_to.clone()).collect();
-    assert!(got.contains(&"marta.sjostrom@example.org".to_string()), "{got:?}");
-    assert!(got.contains(&"familjen.holm@example.org".to_string()), "{got:?}");
-    assert!(!got.contains(&"per-erik.lindqvist@example.com".to_string()), "{got:?}");
+    let got: Vec<String> = second
+        .received()
+        .iter()
+        .flat_map(|r| r.rcpt_to.clone())
+        .collect();
+    assert!(
+        got.contains(&"marta.sjostrom@example.org".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"familjen.holm@example.org".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains(&"per-erik.lindqvist@example.com".to_string()),
+        "{got:?}"
+    );
     // Nobody already sent got a second message.
     for addr in &got {
         assert!(
@@ -79,7 +112,10 @@ fn first_send_then_status_retry_and_retry_permanent() {
         .filter(|e| e["key"] == "1004" && e["event"] == "attempt")
         .map(|e| e["message_id"].as_str().expect("id").to_string())
         .collect();
-    assert!(ids.len() >= 2 && ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    assert!(
+        ids.len() >= 2 && ids.iter().all(|i| *i == ids[0]),
+        "{ids:?}"
+    );
 
     // The follow-up list holds exactly the undelivered row, every column, BOM, 0600.
     let run = env.run(&["status", "--failed-csv", "brev/uppfoljning.csv"]);
@@ -88,20 +124,42 @@ fn first_send_then_status_retry_and_retry_permanent() {
     assert!(bytes.starts_with(b"\xEF\xBB\xBF"));
     let text = String::from_utf8(bytes[3..].to_vec()).expect("utf-8");
     let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = reader.headers().expect("header").iter().map(str::to_string).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_string)
+        .collect();
     assert_eq!(
         header,
-        ["customer_id", "name", "email", "personnummer", "address", "affected", "confirmed", "state", "reason"]
+        [
+            "customer_id",
+            "name",
+            "email",
+            "personnummer",
+            "address",
+            "affected",
+            "confirmed",
+            "state",
+            "reason"
+        ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 1, "{text}");
     assert_eq!(&rows[0][0], "1002");
     assert_eq!(&rows[0][7], "failed-permanent");
-    let mode = std::fs::metadata(env.path("brev/uppfoljning.csv")).expect("meta").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(env.path("brev/uppfoljning.csv"))
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 
     // The address is corrected in the CSV: retry --permanent delivers it.
-    let csv_text = env.read("recipients.example.csv").replace("per-erik.lindqvist@example.com", "per-erik.lindqvist@example.se");
+    let csv_text = env.read("recipients.example.csv").replace(
+        "per-erik.lindqvist@example.com",
+        "per-erik.lindqvist@example.se",
+    );
     env.write("recipients.example.csv", csv_text);
     let third = SmtpServer::plain();
     env.relay(third.port());
@@ -112,7 +170,11 @@ fn first_send_then_status_retry_and_retry_permanent() {
     let run = env.run(&["retry", "--yes", "--permanent"]);
     run.expect_code(0);
     assert!(run.stderr.contains("the CSV has changed"), "{}", run.stderr);
-    let got: Vec<String> = third.received().iter().flat_map(|r| r.rcpt_to.clone()).collect();
+    let got: Vec<String> = third
+        .received()
+        .iter()
+        .flat_map(|r| r.rcpt_to.clone())
+        .collect();
     assert_eq!(got, vec!["per-erik.lindqvist@example.se".to_string()]);
     let status = status_json(&env);
     assert_eq!(count(&status, "sent"), 12);
@@ -121,8 +183,14 @@ fn first_send_then_status_retry_and_retry_permanent() {
     let run = env.run(&["status", "--report", "rapport.md"]);
     run.expect_code(0);
     let report = env.read("rapport.md");
-    assert!(report.contains("Notified by email (accepted by the relay, no bounce since): 12"), "{report}");
-    assert!(report.contains("Viktig information om dina personuppgifter"), "{report}");
+    assert!(
+        report.contains("Notified by email (accepted by the relay, no bounce since): 12"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Viktig information om dina personuppgifter"),
+        "{report}"
+    );
     let mut reader = csv::Reader::from_path(env.path("recipients.example.csv")).expect("csv");
     for r in reader.records() {
         let r = r.expect("row");
@@ -196,17 +264,47 @@ fn hand_made_journals_read_back_to_the_right_states() {
     j += &run_line("A", false);
     j += &run_line("T", true);
     j += &ev("attempt", "A", "1", serde_json::json!({"attempt": 1}));
-    j += &ev("attempt", "T", "2", serde_json::json!({"attempt": 1, "test": true, "email": "me@example.se"}));
-    j += &ev("sent", "A", "1", serde_json::json!({"code": 250, "reply": "ok"}));
-    j += &ev("sent", "T", "2", serde_json::json!({"code": 250, "reply": "ok", "test": true}));
+    j += &ev(
+        "attempt",
+        "T",
+        "2",
+        serde_json::json!({"attempt": 1, "test": true, "email": "me@example.se"}),
+    );
+    j += &ev(
+        "sent",
+        "A",
+        "1",
+        serde_json::json!({"code": 250, "reply": "ok"}),
+    );
+    j += &ev(
+        "sent",
+        "T",
+        "2",
+        serde_json::json!({"code": 250, "reply": "ok", "test": true}),
+    );
     j += &run_line("B", false);
     j += &ev("attempt", "B", "3", serde_json::json!({"attempt": 1}));
     j += &ev("attempt", "B", "4", serde_json::json!({"attempt": 1}));
-    j += &ev("failed", "B", "4", serde_json::json!({"code": 451, "reply": "later", "class": "transient"}));
+    j += &ev(
+        "failed",
+        "B",
+        "4",
+        serde_json::json!({"code": 451, "reply": "later", "class": "transient"}),
+    );
     j += &ev("attempt", "B", "99", serde_json::json!({"attempt": 1}));
-    j += &ev("sent", "B", "99", serde_json::json!({"code": 250, "reply": "ok"}));
+    j += &ev(
+        "sent",
+        "B",
+        "99",
+        serde_json::json!({"code": 250, "reply": "ok"}),
+    );
     j += &ev("attempt", "B", "5", serde_json::json!({"attempt": 1}));
-    j += &ev("failed", "B", "5", serde_json::json!({"code": 550, "reply": "no", "class": "permanent"}));
+    j += &ev(
+        "failed",
+        "B",
+        "5",
+        serde_json::json!({"code": 550, "reply": "no", "class": "permanent"}),
+    );
     j += "{\"event\":\"sent\",\"ts\":\"2026-11-26T10:0"; // torn tail: a crash in mid-write
     env.write("delivery-log.jsonl", j);
     let status = status_json(&env);
@@ -221,7 +319,11 @@ fn hand_made_journals_read_back_to_the_right_states() {
     assert_eq!(status["runs"].as_array().expect("runs").len(), 3);
     let text = env.run(&["status"]);
     assert!(text.stdout.contains("torn line"), "{}", text.stdout);
-    assert!(text.stdout.contains("no longer in the CSV (1): 99"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("no longer in the CSV (1): 99"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]
@@ -230,21 +332,51 @@ fn a_broken_journal_is_exit_2_naming_the_line() {
     small_csv(&env, &["1"]);
     env.write(
         "delivery-log.jsonl",
-        format!("{}not json at all\n{}", run_line("A", false), ev("sent", "A", "1", serde_json::json!({"code": 250, "reply": "ok"}))),
+        format!(
+            "{}not json at all\n{}",
+            run_line("A", false),
+            ev(
+                "sent",
+                "A",
+                "1",
+                serde_json::json!({"code": 250, "reply": "ok"})
+            )
+        ),
     );
     let run = env.run(&["status"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("delivery-log.jsonl:2: malformed journal line"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("delivery-log.jsonl:2: malformed journal line"),
+        "{}",
+        run.stderr
+    );
 
-    env.write("delivery-log.jsonl", format!("{}{}", run_line("A", false), line(serde_json::json!({"event": "teleported", "ts": "x"}))));
+    env.write(
+        "delivery-log.jsonl",
+        format!(
+            "{}{}",
+            run_line("A", false),
+            line(serde_json::json!({"event": "teleported", "ts": "x"}))
+        ),
+    );
     let run = env.run(&["status"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("delivery-log.jsonl:2: unknown event type \"teleported\""), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("delivery-log.jsonl:2: unknown event type \"teleported\""),
+        "{}",
+        run.stderr
+    );
 
     env.write("delivery-log.jsonl", "customer_id,name\n1,Anna\n");
     let run = env.run(&["status"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("is not an utskick journal"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is not an utskick journal"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
