@@ -9,14 +9,12 @@
 //! even inside a server's error text.
 
 use std::fmt;
-use std::io::BufReader;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use async_imap::imap_proto::{AttributeValue, Response, Status};
 use async_imap::{Client, Session};
 use secrecy::{ExposeSecret, SecretString};
@@ -69,9 +67,10 @@ impl Settings {
     ) -> Result<Settings, Fail> {
         let tls = match bounces.security {
             Security::None => None,
-            Security::Tls | Security::StartTls => {
-                Some(tls_config(bounces.ca_file.as_deref()).map_err(Fail::Input)?)
-            }
+            Security::Tls | Security::StartTls => Some(
+                crate::tls::client_config(bounces.ca_file.as_deref(), "[bounces] ca_file")
+                    .map_err(Fail::Input)?,
+            ),
         };
         Ok(Settings {
             host: bounces.host.clone(),
@@ -104,47 +103,6 @@ impl Settings {
             self.folder
         )
     }
-}
-
-/// Native roots plus the optional `ca_file`, ring provider, TLS 1.2 and 1.3.
-fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot read [bounces] ca_file {}", path.display()))?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(file))
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("cannot read [bounces] ca_file {}", path.display()))?;
-        if certs.is_empty() {
-            return Err(anyhow!(
-                "[bounces] ca_file {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                anyhow!(
-                    "[bounces] ca_file {} is not a usable CA certificate: {e}",
-                    path.display()
-                )
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(anyhow!(
-            "no trusted root certificates: the system has none and [bounces] ca_file is not set"
-        ));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| anyhow!("cannot set up TLS: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// The connection under the IMAP client: plain TCP (loopback) or TLS.

@@ -162,6 +162,36 @@ pub fn connect_failure(e: ConnectError) -> Fail {
     Fail::Fatal(anyhow!("{e}"))
 }
 
+/// The connection and login before the question. A relay that answers "busy" (421, a
+/// rate reply) is waited for, as during the run; anything else ends here (exit 1).
+async fn first_connection(
+    settings: &Settings,
+    sending: &crate::config::Sending,
+    out: &Output,
+) -> Result<Connection, ConnectError> {
+    let mut pushbacks = 0u32;
+    loop {
+        match relay::connect(settings).await {
+            Err(ConnectError::Busy { relay, reply }) if pushbacks < MAX_RELAY_PUSHBACKS => {
+                pushbacks += 1;
+                let pause = pause_for(sending, pushbacks);
+                out.info(&format!(
+                    "the relay {relay} is busy ({reply}); trying again in {:.1} s",
+                    pause.as_secs_f32()
+                ));
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long the run pauses after the relay's `n`-th pushback in a row.
+fn pause_for(sending: &crate::config::Sending, n: u32) -> Duration {
+    let base = sending.retry_delay.max(Duration::from_millis(200));
+    (base * 2u32.saturating_pow(n.saturating_sub(1))).min(MAX_PAUSE)
+}
+
 /// What preflight chose.
 struct Chosen {
     count: u64,
@@ -230,7 +260,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         .build()
         .map_err(|e| Fail::Fatal(anyhow!("cannot start the async runtime: {e}")))?;
     let first = runtime
-        .block_on(relay::connect(&settings))
+        .block_on(first_connection(&settings, &mailing.config.sending, out))
         .map_err(connect_failure)?;
     out.info(&format!(
         "connected to {}{}",
@@ -403,6 +433,14 @@ struct Job {
     earlier: u32,
 }
 
+/// Where a delivery task's connection slot went.
+enum Slot {
+    /// Already handed back to the dispatcher.
+    Returned,
+    /// To hand back after the outcome (None: the connection was closed).
+    Later(Option<Connection>),
+}
+
 /// How a delivery task ended, for the dispatcher.
 enum Outcome {
     Sent,
@@ -545,8 +583,8 @@ impl Engine {
         // Idle workers; `pop` takes from the end, so the connection already open goes first.
         let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
         idle.push(Some(first));
-        let (res_tx, mut res_rx) =
-            mpsc::channel::<(Option<Connection>, Job, Outcome)>(concurrency + 1);
+        let (res_tx, mut res_rx) = mpsc::channel::<(Job, Outcome)>(concurrency * 2 + 1);
+        let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<Option<Connection>>();
         let mut in_flight = 0usize;
         let mut retries: BinaryHeap<Delayed> = BinaryHeap::new();
         let mut front: VecDeque<Job> = VecDeque::new();
@@ -609,9 +647,11 @@ impl Engine {
                         }
                     });
                 }
-                Some((conn, job, outcome)) = res_rx.recv(), if in_flight > 0 => {
-                    in_flight -= 1;
+                Some(conn) = conn_rx.recv() => {
                     idle.push(conn);
+                }
+                Some((job, outcome)) = res_rx.recv(), if in_flight > 0 => {
+                    in_flight -= 1;
                     self::handle(&this, &mut report, progress, &sending, job, outcome,
                         &mut retries, &mut front, &mut seq, &mut paused_until, &mut pushbacks);
                 }
@@ -651,9 +691,14 @@ impl Engine {
                         dispatched_budget += 1;
                         let this = this.clone();
                         let tx = res_tx.clone();
+                        let give_back = conn_tx.clone();
                         tokio::spawn(async move {
-                            let (conn, job, outcome) = this.attempt(conn, job).await;
-                            let _ = tx.send((conn, job, outcome)).await;
+                            let (job, outcome, slot) = this.attempt(conn, job, &give_back).await;
+                            let _ = tx.send((job, outcome)).await;
+                            // Sent after the outcome: the dispatcher takes the outcome first.
+                            if let Slot::Later(conn) = slot {
+                                let _ = give_back.send(conn);
+                            }
                         });
                     }
                 }
@@ -661,6 +706,9 @@ impl Engine {
         }
         // Whatever is still queued was not attempted; close connections politely.
         drop(job_rx);
+        while let Ok(c) = conn_rx.try_recv() {
+            idle.push(c);
+        }
         for c in idle.into_iter().flatten() {
             c.quit().await;
         }
@@ -730,11 +778,20 @@ impl Engine {
     }
 
     /// One delivery: connection, durable attempt, transaction, durable outcome.
+    ///
+    /// After an ordinary outcome the connection is handed back (through `give_back`) as
+    /// soon as the relay has answered, so that the next message can start on it while this
+    /// outcome is made durable: both journal lines then share one `fdatasync`. The outcome
+    /// is returned only once it is durable. After anything that may stop or pause the run
+    /// (the relay speaking for itself, no connection, the journal failing) the connection
+    /// is returned with the outcome instead (`Slot`), so the dispatcher sees the outcome
+    /// before it can start another message.
     async fn attempt(
         &self,
         conn: Option<Connection>,
         mut job: Job,
-    ) -> (Option<Connection>, Job, Outcome) {
+        give_back: &mpsc::UnboundedSender<Option<Connection>>,
+    ) -> (Job, Outcome, Slot) {
         let test = self.plan.selection.is_test();
         let conn = match conn {
             Some(mut c) => {
@@ -751,15 +808,12 @@ impl Engine {
             Some(c) => c,
             None => match relay::connect(&self.settings).await {
                 Ok(c) => c,
-                Err(e) => return (None, job, Outcome::NoConnection(e)),
+                Err(e) => return (job, Outcome::NoConnection(e), Slot::Later(None)),
             },
         };
         if self.writer.is_broken() {
-            return (
-                Some(conn),
-                job,
-                Outcome::JournalFailed("the journal cannot be written".into()),
-            );
+            let failed = Outcome::JournalFailed("the journal cannot be written".into());
+            return (job, failed, Slot::Later(Some(conn)));
         }
         job.attempts += 1;
         let attempt = Event::Attempt {
@@ -772,12 +826,28 @@ impl Engine {
             test,
         };
         if let Err(e) = self.writer.append_durable(&attempt).await {
-            return (Some(conn), job, Outcome::JournalFailed(format!("{e:#}")));
+            return (
+                job,
+                Outcome::JournalFailed(format!("{e:#}")),
+                Slot::Later(Some(conn)),
+            );
         }
         let delivery = conn
             .deliver(&self.settings.from, &job.rcpt, &job.bytes)
             .await;
         let (event, outcome) = self.book(&job, delivery, test);
+        let slot = if matches!(outcome, Outcome::Relay { .. }) {
+            // The relay spoke for itself (421 closes the connection): start afresh, later.
+            conn.quit().await;
+            Slot::Later(None)
+        } else if conn.usable() {
+            let _ = give_back.send(Some(conn));
+            Slot::Returned
+        } else {
+            conn.quit().await;
+            let _ = give_back.send(None);
+            Slot::Returned
+        };
         if let Outcome::Sent = outcome
             && let Some(dir) = &self.archive
             && !test
@@ -786,17 +856,9 @@ impl Engine {
                 .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
         }
         if let Err(e) = self.writer.append_durable(&event).await {
-            return (Some(conn), job, Outcome::JournalFailed(format!("{e:#}")));
+            return (job, Outcome::JournalFailed(format!("{e:#}")), slot);
         }
-        // After the relay spoke for itself (421 closes the connection), start afresh.
-        let keep = conn.usable() && !matches!(outcome, Outcome::Relay { .. });
-        let conn = if keep {
-            Some(conn)
-        } else {
-            conn.quit().await;
-            None
-        };
-        (conn, job, outcome)
+        (job, outcome, slot)
     }
 
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
@@ -1029,8 +1091,7 @@ fn pushback(
         front.push_front(job);
         return;
     }
-    let base = sending.retry_delay.max(Duration::from_millis(200));
-    let pause = (base * 2u32.saturating_pow(*pushbacks - 1)).min(MAX_PAUSE);
+    let pause = pause_for(sending, *pushbacks);
     progress.note(&format!(
         "the relay pushes back ({reason}); pausing {} s",
         pause.as_secs_f32()
