@@ -438,7 +438,7 @@ enum Slot {
     /// Already handed back to the dispatcher.
     Returned,
     /// To hand back after the outcome (None: the connection was closed).
-    Later(Option<Connection>),
+    Later(Option<Box<Connection>>),
 }
 
 /// How a delivery task ended, for the dispatcher.
@@ -697,7 +697,7 @@ impl Engine {
                             let _ = tx.send((job, outcome)).await;
                             // Sent after the outcome: the dispatcher takes the outcome first.
                             if let Slot::Later(conn) = slot {
-                                let _ = give_back.send(conn);
+                                let _ = give_back.send(conn.map(|c| *c));
                             }
                         });
                     }
@@ -813,7 +813,7 @@ impl Engine {
         };
         if self.writer.is_broken() {
             let failed = Outcome::JournalFailed("the journal cannot be written".into());
-            return (job, failed, Slot::Later(Some(conn)));
+            return (job, failed, Slot::Later(Some(Box::new(conn))));
         }
         job.attempts += 1;
         let attempt = Event::Attempt {
