@@ -829,7 +829,7 @@ impl Engine {
             return (
                 job,
                 Outcome::JournalFailed(format!("{e:#}")),
-                Slot::Later(Some(conn)),
+                Slot::Later(Some(Box::new(conn))),
             );
         }
         let delivery = conn
