@@ -586,13 +586,9 @@ impl Engine {
         let (res_tx, mut res_rx) = mpsc::channel::<(Job, Outcome)>(concurrency * 2 + 1);
         let (conn_tx, mut conn_rx) = mpsc::unbounded_channel::<Option<Connection>>();
         let mut in_flight = 0usize;
-        let mut retries: BinaryHeap<Delayed> = BinaryHeap::new();
-        let mut front: VecDeque<Job> = VecDeque::new();
-        let mut seq = 0u64;
+        let mut queue = Queue::new();
         let mut producer_done = false;
         let mut next: Option<Job> = None;
-        let mut paused_until: Option<tokio::time::Instant> = None;
-        let mut pushbacks = 0u32;
         let mut dispatched_budget = 0u64;
         let mut interrupts = 0u32;
         let ctrl_c = tokio::signal::ctrl_c();
@@ -606,8 +602,8 @@ impl Engine {
             if !stopping
                 && producer_done
                 && next.is_none()
-                && front.is_empty()
-                && retries.is_empty()
+                && queue.front.is_empty()
+                && queue.retries.is_empty()
                 && in_flight == 0
             {
                 break;
@@ -621,14 +617,16 @@ impl Engine {
                 report.stop = Some(Stop::DailyLimit(sending.daily_limit.unwrap_or(0)));
                 continue;
             }
-            let paused = paused_until.is_some_and(|p| p > tokio::time::Instant::now());
+            let paused = queue
+                .paused_until
+                .is_some_and(|p| p > tokio::time::Instant::now());
             let want_job = next.is_none() && !stopping;
             let can_dispatch = next.is_some()
                 && !stopping
                 && !paused
                 && !idle.is_empty()
                 && daily_budget.is_none_or(|b| dispatched_budget < b);
-            let earliest_retry = retries.peek().map(|d| d.at);
+            let earliest_retry = queue.retries.peek().map(|d| d.at);
             tokio::select! {
                 biased;
                 r = &mut ctrl_c, if interrupts == 0 => {
@@ -652,25 +650,24 @@ impl Engine {
                 }
                 Some((job, outcome)) = res_rx.recv(), if in_flight > 0 => {
                     in_flight -= 1;
-                    self::handle(&this, &mut report, progress, &sending, job, outcome,
-                        &mut retries, &mut front, &mut seq, &mut paused_until, &mut pushbacks);
+                    queue.handle(&mut report, progress, &sending, job, outcome);
                 }
-                _ = async { if let Some(p) = paused_until { tokio::time::sleep_until(p).await } }, if paused && next.is_some() => {
-                    paused_until = None;
+                _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && next.is_some() => {
+                    queue.paused_until = None;
                 }
                 job = async {
-                    if let Some(j) = front.pop_front() {
+                    if let Some(j) = queue.front.pop_front() {
                         return Some(j);
                     }
                     match earliest_retry {
-                        Some(at) if at <= tokio::time::Instant::now() => retries.pop().map(|d| d.job),
+                        Some(at) if at <= tokio::time::Instant::now() => queue.retries.pop().map(|d| d.job),
                         Some(at) if producer_done => {
                             tokio::time::sleep_until(at).await;
-                            retries.pop().map(|d| d.job)
+                            queue.retries.pop().map(|d| d.job)
                         }
                         Some(at) => tokio::select! {
                             j = job_rx.recv() => j,
-                            _ = tokio::time::sleep_until(at) => retries.pop().map(|d| d.job),
+                            _ = tokio::time::sleep_until(at) => queue.retries.pop().map(|d| d.job),
                         },
                         None if producer_done => std::future::pending().await,
                         None => job_rx.recv().await,
@@ -956,151 +953,141 @@ impl Engine {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    this: &Arc<Engine>,
-    report: &mut Report,
-    progress: &Progress,
-    sending: &crate::config::Sending,
-    job: Job,
-    outcome: Outcome,
-    retries: &mut BinaryHeap<Delayed>,
-    front: &mut VecDeque<Job>,
-    seq: &mut u64,
-    paused_until: &mut Option<tokio::time::Instant>,
-    pushbacks: &mut u32,
-) {
-    let _ = this;
-    match outcome {
-        Outcome::Sent => {
-            report.attempts += 1;
-            report.sent += 1;
-            *pushbacks = 0;
-            progress.sent(&job.key, &job.email);
-        }
-        Outcome::Failed { class, reason } => {
-            report.attempts += 1;
-            *pushbacks = 0;
-            if class == Class::Transient && job.attempts < sending.max_attempts {
-                let delay = sending.retry_delay * 2u32.saturating_pow(job.attempts - 1);
-                progress.note(&format!(
-                    "{} <{}>: {reason}; trying again in {} s",
-                    job.key,
-                    job.email,
-                    delay.as_secs()
-                ));
-                *seq += 1;
-                retries.push(Delayed {
-                    at: tokio::time::Instant::now() + delay,
-                    seq: *seq,
-                    job,
-                });
-            } else {
-                if class == Class::Transient {
-                    report.failed_transient += 1;
-                } else {
-                    report.failed_permanent += 1;
-                }
-                progress.failed(&job.key, &job.email, &reason);
-            }
-        }
-        Outcome::Unknown => {
-            report.attempts += 1;
-            report.unknown += 1;
-            progress.failed(&job.key, &job.email, "connection lost after DATA: outcome unknown (a rerun sends it again with the same Message-ID)");
-        }
-        Outcome::Relay { verdict, reason } => match verdict {
-            Verdict::RelayQuota => {
-                report.stop.get_or_insert(Stop::Quota(reason));
-            }
-            Verdict::Auth => {
-                report.stop.get_or_insert(Stop::Fatal(format!(
-                    "the relay refused the login: {reason}"
-                )));
-            }
-            _ => {
-                pushback(
-                    report,
-                    progress,
-                    sending,
-                    job,
-                    reason,
-                    front,
-                    paused_until,
-                    pushbacks,
-                    false,
-                );
-            }
-        },
-        Outcome::NoConnection(e) => match e {
-            ConnectError::Auth { .. } | ConnectError::Tls { .. } => {
-                report.stop.get_or_insert(Stop::Fatal(e.to_string()));
-            }
-            ConnectError::Busy { .. } => {
-                pushback(
-                    report,
-                    progress,
-                    sending,
-                    job,
-                    e.to_string(),
-                    front,
-                    paused_until,
-                    pushbacks,
-                    false,
-                );
-            }
-            ConnectError::Unreachable { .. } => {
-                pushback(
-                    report,
-                    progress,
-                    sending,
-                    job,
-                    e.to_string(),
-                    front,
-                    paused_until,
-                    pushbacks,
-                    true,
-                );
-            }
-        },
-        Outcome::JournalFailed(e) => {
-            report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
-        }
-    }
+/// The dispatcher's queues and the relay's pushback state.
+struct Queue {
+    /// Transient failures waiting for their next attempt.
+    retries: BinaryHeap<Delayed>,
+    /// Jobs the relay pushed back: next in line once the pause is over.
+    front: VecDeque<Job>,
+    /// Tie-breaker for retries due at the same instant.
+    seq: u64,
+    /// No message starts before this.
+    paused_until: Option<tokio::time::Instant>,
+    /// Relay pushbacks in a row, without a delivery in between.
+    pushbacks: u32,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pushback(
-    report: &mut Report,
-    progress: &Progress,
-    sending: &crate::config::Sending,
-    job: Job,
-    reason: String,
-    front: &mut VecDeque<Job>,
-    paused_until: &mut Option<tokio::time::Instant>,
-    pushbacks: &mut u32,
-    unreachable: bool,
-) {
-    *pushbacks += 1;
-    if *pushbacks > MAX_RELAY_PUSHBACKS {
-        report.stop.get_or_insert(if unreachable {
-            Stop::Fatal(reason)
-        } else {
-            Stop::RelayKeepsRefusing(reason)
-        });
-        front.push_front(job);
-        return;
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            retries: BinaryHeap::new(),
+            front: VecDeque::new(),
+            seq: 0,
+            paused_until: None,
+            pushbacks: 0,
+        }
     }
-    let pause = pause_for(sending, *pushbacks);
-    progress.note(&format!(
-        "the relay pushes back ({reason}); pausing {} s",
-        pause.as_secs_f32()
-    ));
-    let until = tokio::time::Instant::now() + pause;
-    if paused_until.is_none_or(|p| p < until) {
-        *paused_until = Some(until);
+
+    /// Books a durable outcome into the run's report and queues what comes next.
+    fn handle(
+        &mut self,
+        report: &mut Report,
+        progress: &Progress,
+        sending: &crate::config::Sending,
+        job: Job,
+        outcome: Outcome,
+    ) {
+        match outcome {
+            Outcome::Sent => {
+                report.attempts += 1;
+                report.sent += 1;
+                self.pushbacks = 0;
+                progress.sent(&job.key, &job.email);
+            }
+            Outcome::Failed { class, reason } => {
+                report.attempts += 1;
+                self.pushbacks = 0;
+                if class == Class::Transient && job.attempts < sending.max_attempts {
+                    let delay = sending.retry_delay * 2u32.saturating_pow(job.attempts - 1);
+                    progress.note(&format!(
+                        "{} <{}>: {reason}; trying again in {} s",
+                        job.key,
+                        job.email,
+                        delay.as_secs()
+                    ));
+                    self.seq += 1;
+                    self.retries.push(Delayed {
+                        at: tokio::time::Instant::now() + delay,
+                        seq: self.seq,
+                        job,
+                    });
+                } else {
+                    if class == Class::Transient {
+                        report.failed_transient += 1;
+                    } else {
+                        report.failed_permanent += 1;
+                    }
+                    progress.failed(&job.key, &job.email, &reason);
+                }
+            }
+            Outcome::Unknown => {
+                report.attempts += 1;
+                report.unknown += 1;
+                progress.failed(
+                    &job.key,
+                    &job.email,
+                    "connection lost after DATA: outcome unknown (a rerun sends it again with the same Message-ID)",
+                );
+            }
+            Outcome::Relay { verdict, reason } => match verdict {
+                Verdict::RelayQuota => {
+                    report.stop.get_or_insert(Stop::Quota(reason));
+                }
+                Verdict::Auth => {
+                    report.stop.get_or_insert(Stop::Fatal(format!(
+                        "the relay refused the login: {reason}"
+                    )));
+                }
+                _ => self.pushback(report, progress, sending, job, reason, false),
+            },
+            Outcome::NoConnection(e) => match e {
+                ConnectError::Auth { .. } | ConnectError::Tls { .. } => {
+                    report.stop.get_or_insert(Stop::Fatal(e.to_string()));
+                }
+                ConnectError::Busy { .. } => {
+                    self.pushback(report, progress, sending, job, e.to_string(), false);
+                }
+                ConnectError::Unreachable { .. } => {
+                    self.pushback(report, progress, sending, job, e.to_string(), true);
+                }
+            },
+            Outcome::JournalFailed(e) => {
+                report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
+            }
+        }
     }
-    front.push_front(job);
+
+    /// The relay refused for itself: the job goes back first in line and the whole run
+    /// pauses, longer each time; after too many in a row the run stops cleanly.
+    fn pushback(
+        &mut self,
+        report: &mut Report,
+        progress: &Progress,
+        sending: &crate::config::Sending,
+        job: Job,
+        reason: String,
+        unreachable: bool,
+    ) {
+        self.pushbacks += 1;
+        self.front.push_front(job);
+        if self.pushbacks > MAX_RELAY_PUSHBACKS {
+            report.stop.get_or_insert(if unreachable {
+                Stop::Fatal(reason)
+            } else {
+                Stop::RelayKeepsRefusing(reason)
+            });
+            return;
+        }
+        let pause = pause_for(sending, self.pushbacks);
+        progress.note(&format!(
+            "the relay pushes back ({reason}); pausing {} s",
+            pause.as_secs_f32()
+        ));
+        let until = tokio::time::Instant::now() + pause;
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+    }
 }
 
 #[cfg(test)]
