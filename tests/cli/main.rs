@@ -2,6 +2,7 @@
 //! against real SMTP servers on loopback (an in-process scriptable one, Postfix, smtp-sink).
 
 mod support {
+    pub mod daemon;
     pub mod dovecot;
     pub mod postfix;
     pub mod smtp_server;

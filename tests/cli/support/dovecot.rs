@@ -17,14 +17,15 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::postfix::{find_program, free_port, in_ci};
+use super::daemon::{find_program, is_root, mkdir, run, spawn_watchdog, tail, unavailable, write};
+use super::postfix::free_port;
 use super::tls::{self, ServerCert};
 
 /// The mail domain of the users.
@@ -35,61 +36,6 @@ pub const PASSWORD: &str = "imap-hemlis-4711";
 pub const POOL: usize = 40;
 /// Owner of the Maildirs (no passwd entry needed).
 const MAIL_UID: &str = "5000";
-
-/// Skips (prints the reason, returns `None`) or, under CI, panics with the reason.
-fn unavailable<T>(reason: &str) -> Option<T> {
-    if in_ci() {
-        panic!("CI is set, so this test may not be skipped: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-    None
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{shown} failed ({}): {text}", out.status))
-    }
-}
-
-fn mkdir(path: &Path) -> Result<(), String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)
-        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
-fn write(path: &Path, contents: &str) -> Result<(), String> {
-    fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({} unreadable: {e})", path.display()),
-    }
-}
 
 /// Connects to 127.0.0.1:port until an IMAP `* OK` greeting arrives; returns it.
 fn wait_for_imap_greeting(port: u16, timeout: Duration) -> Result<String, String> {
@@ -345,38 +291,12 @@ service imap-login {{
     }
 
     fn spawn_watchdog(&self) -> Result<(), String> {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             '{dovecot}' -c '{conf}' stop >/dev/null 2>&1; sleep 1; rm -rf '{dir}'",
-            pid = std::process::id(),
-            dovecot = self.dovecot.display(),
-            conf = self.conf.display(),
-            dir = self.dir.display(),
+        let stop = format!(
+            "'{}' -c '{}' stop",
+            self.dovecot.display(),
+            self.conf.display()
         );
-        let mut cmd = match find_program("setsid") {
-            Some(setsid) => {
-                let mut cmd = Command::new(setsid);
-                cmd.args(["-f", "sh", "-c", &script]);
-                cmd
-            }
-            None => {
-                use std::os::unix::process::CommandExt;
-                let mut cmd = Command::new("sh");
-                cmd.args(["-c", &format!("({script}) &")]).process_group(0);
-                cmd
-            }
-        };
-        let status = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| format!("cannot start the Dovecot watchdog: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("the Dovecot watchdog failed to start: {status}"))
-        }
+        spawn_watchdog("Dovecot", &stop, &self.dir)
     }
 
     fn stop(&self) -> Result<String, String> {

@@ -16,13 +16,15 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use super::daemon::find_program;
+use super::daemon::{is_root, mkdir, run, spawn_watchdog, tail, unavailable, write};
 use super::tls;
 
 /// The mail domain of the instance.
@@ -42,39 +44,6 @@ pub const MAILBOXES: &[&str] = &[
 ];
 /// Size of the pool of extra mailboxes `box1` ... `boxN` behind [`Postfix::fresh_mailbox`].
 pub const POOL: usize = 300;
-
-/// True when running under CI (`CI` set, not empty, not `false`/`0`): missing mail servers
-/// are then a failure, not a skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Skips (prints the reason, returns `None`) or, under CI, panics with the reason.
-fn unavailable<T>(reason: &str) -> Option<T> {
-    if in_ci() {
-        panic!("CI is set, so this test may not be skipped: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-    None
-}
-
-/// Finds a program on PATH (or in /usr/sbin, /sbin, where Debian puts Postfix).
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// An OS-chosen free port on 127.0.0.1 (free when this returns; tiny race after).
 pub fn free_port() -> u16 {
@@ -111,48 +80,6 @@ fn wait_for_greeting(port: u16, timeout: Duration) -> Result<String, String> {
     Err(format!(
         "nothing answered 220 on 127.0.0.1:{port} within {timeout:?} ({last_error})"
     ))
-}
-
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{shown} failed ({}): {text}", out.status))
-    }
-}
-
-fn mkdir(path: &Path) -> Result<(), String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)
-        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
-fn write(path: &Path, contents: &str) -> Result<(), String> {
-    fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// The tail (last `n` lines) of a text file, or a note why it cannot be read.
-fn tail(path: &Path, n: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({} unreadable: {e})", path.display()),
-    }
 }
 
 /// A running private Postfix instance; see the module documentation.
@@ -466,38 +393,12 @@ postlog   unix-dgram n - n - 1 postlogd
     /// Starts a detached watchdog that stops Postfix and removes the folder when this test
     /// process is gone (a static is never dropped).
     fn spawn_watchdog(&self) -> Result<(), String> {
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             '{postfix}' -c '{etc}' stop >/dev/null 2>&1; sleep 0.5; rm -rf '{dir}'",
-            pid = std::process::id(),
-            postfix = self.postfix.display(),
-            etc = self.config_dir.display(),
-            dir = self.dir.display(),
+        let stop = format!(
+            "'{}' -c '{}' stop",
+            self.postfix.display(),
+            self.config_dir.display()
         );
-        let mut cmd = match find_program("setsid") {
-            Some(setsid) => {
-                let mut cmd = Command::new(setsid);
-                cmd.args(["-f", "sh", "-c", &script]);
-                cmd
-            }
-            None => {
-                use std::os::unix::process::CommandExt;
-                let mut cmd = Command::new("sh");
-                cmd.args(["-c", &format!("({script}) &")]).process_group(0);
-                cmd
-            }
-        };
-        let status = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| format!("cannot start the Postfix watchdog: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("the Postfix watchdog failed to start: {status}"))
-        }
+        spawn_watchdog("Postfix", &stop, &self.dir)
     }
 
     fn stop(&self) -> Result<String, String> {
