@@ -119,34 +119,28 @@ fn example_previews_every_recipient_and_files_parse_back() {
     );
 }
 
+/// The Message-ID of every written message, in index order.
+fn message_ids(env: &TestEnv) -> Vec<String> {
+    index_entries(env)
+        .iter()
+        .map(|e| {
+            let file = env.path("preview").join(e["file"].as_str().expect("file"));
+            let bytes = std::fs::read(file).expect("eml");
+            MessageParser::default()
+                .parse(&bytes)
+                .and_then(|m| m.message_id().map(str::to_string))
+                .expect("id")
+        })
+        .collect()
+}
+
 #[test]
 fn same_recipient_same_message_id_across_runs() {
     let env = TestEnv::example();
     env.run(&["preview"]).expect_code(0);
-    let first: Vec<String> = index_entries(&env)
-        .iter()
-        .map(|e| {
-            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file")))
-                .expect("eml");
-            MessageParser::default()
-                .parse(&bytes)
-                .and_then(|m| m.message_id().map(str::to_string))
-                .expect("id")
-        })
-        .collect();
+    let first = message_ids(&env);
     env.run(&["preview"]).expect_code(0);
-    let again: Vec<String> = index_entries(&env)
-        .iter()
-        .map(|e| {
-            let bytes = std::fs::read(env.path("preview").join(e["file"].as_str().expect("file")))
-                .expect("eml");
-            MessageParser::default()
-                .parse(&bytes)
-                .and_then(|m| m.message_id().map(str::to_string))
-                .expect("id")
-        })
-        .collect();
-    assert_eq!(first, again);
+    assert_eq!(first, message_ids(&env));
     let unique: std::collections::HashSet<&String> = first.iter().collect();
     assert_eq!(unique.len(), 12);
 }
