@@ -165,6 +165,23 @@ pub fn run(config: Config, args: &StatusArgs, out: &Output) -> Result<ExitCode, 
     Ok(ExitCode::Success)
 }
 
+/// A run as shown in the table and the report.
+fn run_cells(r: &Run) -> [String; 9] {
+    [
+        r.started.clone(),
+        r.ended.clone(),
+        format!("{}{}", r.command, if r.test { " (test)" } else { "" }),
+        r.relay.clone(),
+        r.sent.to_string(),
+        r.failed.to_string(),
+        short(&r.templates_sha256).to_string(),
+        short(&r.recipients_sha256).to_string(),
+        r.outcome
+            .clone()
+            .unwrap_or_else(|| "no end recorded (killed?)".into()),
+    ]
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -216,18 +233,19 @@ pub fn table(s: &Status) -> String {
     if !s.runs.is_empty() {
         t.push_str("\nruns:\n");
         for r in &s.runs {
+            let [
+                started,
+                ended,
+                command,
+                relay,
+                sent,
+                failed,
+                templates,
+                csv,
+                outcome,
+            ] = run_cells(r);
             t.push_str(&format!(
-                "  {} .. {}  {}{}  relay {}  sent {}  failed {}  templates {}  csv {}  {}\n",
-                r.started,
-                r.ended,
-                r.command,
-                if r.test { " (test)" } else { "" },
-                r.relay,
-                r.sent,
-                r.failed,
-                short(&r.templates_sha256),
-                short(&r.recipients_sha256),
-                r.outcome.as_deref().unwrap_or("(no end recorded: killed?)")
+                "  {started} .. {ended}  {command}  relay {relay}  sent {sent}  failed {failed}  templates {templates}  csv {csv}  {outcome}\n"
             ));
         }
     }
@@ -363,18 +381,19 @@ pub fn report(config: &Config, s: &Status) -> String {
     }
     md.push_str("\n## Runs\n\n| started | last event | command | relay | sent | failed | templates | list (CSV) | ended as |\n|---|---|---|---|---:|---:|---|---|---|\n");
     for r in &s.runs {
+        let [
+            started,
+            ended,
+            command,
+            relay,
+            sent,
+            failed,
+            templates,
+            csv,
+            outcome,
+        ] = run_cells(r);
         md.push_str(&format!(
-            "| {} | {} | {}{} | {} | {} | {} | `{}` | `{}` | {} |\n",
-            r.started,
-            r.ended,
-            r.command,
-            if r.test { " (test)" } else { "" },
-            r.relay,
-            r.sent,
-            r.failed,
-            short(&r.templates_sha256),
-            short(&r.recipients_sha256),
-            r.outcome.as_deref().unwrap_or("no end recorded")
+            "| {started} | {ended} | {command} | {relay} | {sent} | {failed} | `{templates}` | `{csv}` | {outcome} |\n"
         ));
     }
     md.push_str(&format!(
