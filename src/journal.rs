@@ -647,11 +647,6 @@ impl Writer {
         {
             crate::private::create_dir(parent).fatal()?;
         }
-        // The rest of the program must survive a write beyond RLIMIT_FSIZE as an error.
-        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-        unsafe {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        }
         let lock_file = lock_path(path);
         let mut lock = OpenOptions::new()
             .read(true)

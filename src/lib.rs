@@ -73,6 +73,12 @@ impl<T> ResultExt<T> for anyhow::Result<T> {
 
 /// Runs the parsed command line and returns the exit code; errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
+    // A file-size limit (RLIMIT_FSIZE) must end a write with an error that we report, not
+    // kill the process in the middle of it.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let out = Output::new(cli.quiet, cli.verbose);
     init_tracing(cli.verbose, out.color);
     match dispatch(cli, &out) {

@@ -42,7 +42,8 @@ fn run_command(cmd: &str, what: &str) -> Result<SecretString> {
         .arg(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // Whatever it says on stderr may hold the secret too: never shown.
+        .stderr(Stdio::piped())
         .output()
         .map_err(|e| anyhow!("cannot run the command for the {what}: {e}"))?;
     if !output.status.success() {

@@ -238,6 +238,11 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
             pre.scan.rows
         )));
     }
+    if pre.rendered == 0 {
+        return Err(Fail::Input(anyhow!(
+            "no recipient can be sent; nothing was sent"
+        )));
+    }
     if invalid > 0 {
         out.warn(&format!(
             "{invalid} invalid rows are left out (listed above)"
@@ -458,8 +463,14 @@ enum Outcome {
     },
     /// No connection could be made; the job goes back in the queue.
     NoConnection(ConnectError),
-    /// The journal could not be written: stop at once.
-    JournalFailed(String),
+    /// The journal could not be written: stop at once. `delivered`: the message had
+    /// gone out (its outcome could not be booked, so the journal says `unknown`).
+    JournalFailed {
+        /// What went wrong.
+        reason: String,
+        /// Whether the message had been handed to the relay.
+        delivered: bool,
+    },
 }
 
 /// Why a run stopped before taking on everyone.
@@ -809,7 +820,10 @@ impl Engine {
             },
         };
         if self.writer.is_broken() {
-            let failed = Outcome::JournalFailed("the journal cannot be written".into());
+            let failed = Outcome::JournalFailed {
+                reason: "the journal cannot be written".into(),
+                delivered: false,
+            };
             return (job, failed, Slot::Later(Some(Box::new(conn))));
         }
         job.attempts += 1;
@@ -825,7 +839,10 @@ impl Engine {
         if let Err(e) = self.writer.append_durable(&attempt).await {
             return (
                 job,
-                Outcome::JournalFailed(format!("{e:#}")),
+                Outcome::JournalFailed {
+                    reason: format!("{e:#}"),
+                    delivered: false,
+                },
                 Slot::Later(Some(Box::new(conn))),
             );
         }
@@ -853,7 +870,11 @@ impl Engine {
                 .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
         }
         if let Err(e) = self.writer.append_durable(&event).await {
-            return (job, Outcome::JournalFailed(format!("{e:#}")), slot);
+            let failed = Outcome::JournalFailed {
+                reason: format!("{e:#}"),
+                delivered: true,
+            };
+            return (job, failed, slot);
         }
         (job, outcome, slot)
     }
@@ -1051,7 +1072,14 @@ impl Queue {
                     self.pushback(report, progress, sending, job, e.to_string(), true);
                 }
             },
-            Outcome::JournalFailed(e) => {
+            Outcome::JournalFailed {
+                reason: e,
+                delivered,
+            } => {
+                if delivered {
+                    // The attempt is durable, the outcome is not: the journal says unknown.
+                    report.unknown += 1;
+                }
                 report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
             }
         }
