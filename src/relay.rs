@@ -431,11 +431,25 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
                 .await
                 .map_err(|e| ConnectError::Tls {
                     relay: relay.clone(),
-                    reason: clean(&e.to_string()),
+                    reason: certificate_hint(&clean(&e.to_string())),
                 })?;
             Ok(Box::new(TlsTcp(tls)))
         }
     }
+}
+
+/// A TLS failure with what the operator can do about it.
+fn certificate_hint(reason: &str) -> String {
+    let hint = if reason.contains("UnknownIssuer") || reason.contains("unknown issuer") {
+        "the relay's certificate is not signed by a CA this machine trusts (self-signed or an internal CA): put that CA's certificate in [smtp] ca_file"
+    } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
+        "the relay's certificate is for another host name: use the name on the certificate as [smtp] host"
+    } else if reason.contains("Expired") || reason.contains("expired") {
+        "the relay's certificate has expired (or this machine's clock is wrong)"
+    } else {
+        return reason.to_string();
+    };
+    format!("{hint} ({reason})")
 }
 
 /// Opens a connection: TCP, TLS or STARTTLS, EHLO, login. Each step has the timeout.
@@ -507,7 +521,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             Ok(Err(e)) => {
                 let reason = match Reply::from_error(&e) {
                     Some(r) => format!("STARTTLS refused: {r}"),
-                    None => describe(&e),
+                    None => certificate_hint(&describe(&e)),
                 };
                 return Err(ConnectError::Tls { relay, reason });
             }
@@ -709,6 +723,15 @@ mod tests {
         );
         assert_eq!(v(450, "Too many messages, slow down"), Verdict::RelayBusy);
         assert_eq!(v(554, "5.7.1 Relay access denied"), Verdict::Permanent);
+    }
+
+    #[test]
+    fn certificate_failures_say_what_to_do() {
+        assert!(certificate_hint("invalid peer certificate: UnknownIssuer").contains("ca_file"));
+        assert!(
+            certificate_hint("invalid peer certificate: NotValidForName").contains("host name")
+        );
+        assert_eq!(certificate_hint("handshake eof"), "handshake eof");
     }
 
     #[test]

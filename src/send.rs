@@ -330,7 +330,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         journal: journal.clone(),
         archive: mailing.config.journal.archive.clone(),
     };
-    let report = runtime.block_on(engine.run(first, chosen.count, &progress));
+    let mut report = runtime.block_on(engine.run(first, chosen.count, &progress));
     progress.finish();
     let outcome_text = report.outcome_text();
     let _ = writer.append_blocking(&Event::End {
@@ -343,6 +343,17 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         Ok(w) => w.close(),
         Err(_) => Ok(()),
     };
+    if !report.unbooked.is_empty() {
+        // What the journal now says of them: `unknown` where the attempt line got to disk.
+        report.unknown += match Journal::read(&journal_path) {
+            Ok(j) => report
+                .unbooked
+                .iter()
+                .filter(|k| j.state(k) == State::Unknown)
+                .count() as u64,
+            Err(_) => report.unbooked.len() as u64,
+        };
+    }
     out.summary(&report.summary(chosen.count, &journal_path));
     if let Err(e) = close {
         return Err(Fail::Fatal(e));
@@ -463,13 +474,14 @@ enum Outcome {
     },
     /// No connection could be made; the job goes back in the queue.
     NoConnection(ConnectError),
-    /// The journal could not be written: stop at once. `delivered`: the message had
-    /// gone out (its outcome could not be booked, so the journal says `unknown`).
+    /// The journal could not be written: stop at once. `booked_unknown`: the attempt
+    /// line may be in the journal with no outcome after it (the message went out, or the
+    /// failed write got the attempt line onto the disk), so the journal says `unknown`.
     JournalFailed {
         /// What went wrong.
         reason: String,
-        /// Whether the message had been handed to the relay.
-        delivered: bool,
+        /// Whether the journal may hold this attempt without an outcome.
+        booked_unknown: bool,
     },
 }
 
@@ -492,6 +504,8 @@ struct Report {
     unknown: u64,
     stop: Option<Stop>,
     attempts: u64,
+    /// Keys whose attempt may be in the journal without an outcome (it failed to write).
+    unbooked: Vec<String>,
 }
 
 impl Report {
@@ -822,7 +836,7 @@ impl Engine {
         if self.writer.is_broken() {
             let failed = Outcome::JournalFailed {
                 reason: "the journal cannot be written".into(),
-                delivered: false,
+                booked_unknown: false,
             };
             return (job, failed, Slot::Later(Some(Box::new(conn))));
         }
@@ -841,7 +855,7 @@ impl Engine {
                 job,
                 Outcome::JournalFailed {
                     reason: format!("{e:#}"),
-                    delivered: false,
+                    booked_unknown: true,
                 },
                 Slot::Later(Some(Box::new(conn))),
             );
@@ -872,7 +886,7 @@ impl Engine {
         if let Err(e) = self.writer.append_durable(&event).await {
             let failed = Outcome::JournalFailed {
                 reason: format!("{e:#}"),
-                delivered: true,
+                booked_unknown: true,
             };
             return (job, failed, slot);
         }
@@ -1074,11 +1088,12 @@ impl Queue {
             },
             Outcome::JournalFailed {
                 reason: e,
-                delivered,
+                booked_unknown,
             } => {
-                if delivered {
-                    // The attempt is durable, the outcome is not: the journal says unknown.
-                    report.unknown += 1;
+                if booked_unknown {
+                    // The journal may or may not hold its attempt: it is read back at the
+                    // end, so that the summary says what the journal says.
+                    report.unbooked.push(job.key);
                 }
                 report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
             }
