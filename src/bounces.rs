@@ -512,7 +512,6 @@ mod tests {
             code: None,
             reason: None,
             attempts: 1,
-            ts: String::new(),
         }
     }
 

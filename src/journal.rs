@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -331,8 +331,27 @@ pub struct Recipient {
     pub reason: Option<String>,
     /// Attempts over all runs.
     pub attempts: u32,
-    /// When the latest event happened.
-    pub ts: String,
+}
+
+impl Recipient {
+    /// The latest reply or reason, in words (an attempt without outcome says so).
+    pub fn why(&self) -> String {
+        match (&self.reason, self.state) {
+            (Some(r), _) => r.clone(),
+            (None, State::Unknown) => {
+                "attempt without outcome: the process stopped during delivery".into()
+            }
+            (None, _) => String::new(),
+        }
+    }
+}
+
+/// Replaces a string's text, reusing its buffer.
+fn set(target: &mut String, text: &str) {
+    if target != text {
+        target.clear();
+        target.push_str(text);
+    }
 }
 
 /// One run, as the journal tells it.
@@ -368,7 +387,7 @@ pub struct Run {
 #[derive(Debug, Default)]
 pub struct Journal {
     /// Per key, the latest state.
-    pub recipients: HashMap<String, Recipient>,
+    pub recipients: HashMap<String, Recipient, ahash::RandomState>,
     /// The runs in order.
     pub runs: Vec<Run>,
     /// Events read.
@@ -405,180 +424,84 @@ impl Journal {
                 path.display()
             )));
         }
-        let mut bytes = Vec::new();
-        BufReader::new(file)
-            .read_to_end(&mut bytes)
+        drop(file);
+        let bytes = std::fs::read(path)
             .map_err(|e| Fail::Input(anyhow!("cannot read journal {}: {e}", path.display())))?;
         Journal::parse(&bytes, &path.display().to_string()).input()
     }
 
     /// Parses journal bytes (`shown` names the file in errors).
     pub fn parse(bytes: &[u8], shown: &str) -> Result<Journal> {
-        let mut j = Journal::default();
         let complete = match bytes.iter().rposition(|&b| b == b'\n') {
             Some(i) => &bytes[..=i],
             None => &bytes[..0],
         };
-        j.torn_tail = complete.len() < bytes.len();
-        let cutoff = timestamp(SystemTime::now() - std::time::Duration::from_secs(24 * 3600));
-        let mut run_index: HashMap<String, usize> = HashMap::new();
-        for (n, raw) in complete.split(|&b| b == b'\n').enumerate() {
-            let line_no = n + 1;
-            if raw.is_empty() || raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line: Line = serde_json::from_slice(raw).map_err(|e| {
-                if n == 0 {
-                    anyhow!("{shown}:1: this is not an utskick journal ({e})")
-                } else {
-                    anyhow!("{shown}:{line_no}: malformed journal line: {e}")
-                }
-            })?;
-            j.events += 1;
-            let need = |v: &Option<Cow<str>>, field: &str| -> Result<String> {
-                v.as_deref().map(str::to_string).ok_or_else(|| {
-                    anyhow!("{shown}:{line_no}: {} event without {field}", line.event)
-                })
-            };
-            let ts = line.ts.as_deref().unwrap_or("").to_string();
-            if let Some(r) = line.run.as_deref().and_then(|r| run_index.get(r)) {
-                let run = &mut j.runs[*r];
-                if ts > run.ended {
-                    run.ended = ts.clone();
-                }
-            }
-            match line.event.as_ref() {
-                "run" => {
-                    let id = need(&line.run, "run")?;
-                    run_index.insert(id.clone(), j.runs.len());
-                    j.runs.push(Run {
-                        run: id,
-                        command: line.command.as_deref().unwrap_or("").to_string(),
-                        campaign: need(&line.campaign, "campaign")?,
-                        relay: line.relay.as_deref().unwrap_or("").to_string(),
-                        recipients_sha256: line.recipients_sha256.as_deref().unwrap_or("").into(),
-                        templates_sha256: line.templates_sha256.as_deref().unwrap_or("").into(),
-                        test: line.test,
-                        started: ts.clone(),
-                        ended: ts,
-                        sent: 0,
-                        failed: 0,
-                        outcome: None,
-                    });
-                }
-                "end" => {
-                    if let Some(r) = line.run.as_deref().and_then(|r| run_index.get(r)) {
-                        j.runs[*r].outcome = line.outcome.as_deref().map(str::to_string);
-                    }
-                }
-                event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred") => {
-                    let key = need(&line.key, "key")?;
-                    let email = need(&line.email, "email")?;
-                    let message_id = need(&line.message_id, "message_id")?;
-                    let run = line.run.as_deref().and_then(|r| run_index.get(r)).copied();
-                    if line.test {
-                        if event == "sent" {
-                            j.test_sent += 1;
-                        }
+        // One UTF-8 check for the whole journal, so that each line is parsed as text.
+        let complete = std::str::from_utf8(complete).map_err(|e| {
+            let line = 1 + complete[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            anyhow!("{shown}:{line}: malformed journal line: not UTF-8")
+        })?;
+        let mut reader = Reader::new(shown);
+        reader.j.torn_tail = complete.len() < bytes.len();
+        // Parsing JSON is most of the work: one thread parses batches of lines while this
+        // one books them, in order.
+        // Parsing JSON is most of the work: one thread parses chunks of lines while this
+        // one books them, in order.
+        std::thread::scope(|scope| -> Result<()> {
+            type Batch<'b> = Vec<(usize, Line<'b>)>;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(4);
+            scope.spawn(move || {
+                let (mut start, mut line_no, mut lines) = (0usize, 1usize, 0usize);
+                let bytes = complete.as_bytes();
+                for (i, &b) in bytes.iter().enumerate() {
+                    if b != b'\n' {
                         continue;
                     }
-                    let reason = line
-                        .reply
-                        .as_deref()
-                        .or(line.reason.as_deref())
-                        .map(str::to_string);
-                    let state = match event {
-                        "attempt" => State::Unknown,
-                        "sent" => {
-                            if let Some(r) = run {
-                                j.runs[r].sent += 1;
-                            }
-                            if ts >= cutoff {
-                                j.sent_last_24h += 1;
-                            }
-                            State::Sent
+                    lines += 1;
+                    if lines == PARSE_BATCH || i + 1 == bytes.len() {
+                        let parsed = parse_chunk(&complete[start..=i], line_no, shown);
+                        let failed = parsed.is_err();
+                        if tx.send(parsed).is_err() || failed {
+                            return;
                         }
-                        "failed" => {
-                            if let Some(r) = run {
-                                j.runs[r].failed += 1;
-                            }
-                            match line.class.as_deref() {
-                                Some("transient") => State::FailedTransient,
-                                Some("permanent") => State::FailedPermanent,
-                                other => bail!(
-                                    "{shown}:{line_no}: failed event with class {other:?}: expected transient or permanent"
-                                ),
-                            }
-                        }
-                        "unknown" => State::Unknown,
-                        _ => State::Pending,
-                    };
-                    let entry = j.recipients.entry(key).or_insert_with(|| Recipient {
-                        state: State::Pending,
-                        email: String::new(),
-                        message_id: String::new(),
-                        code: None,
-                        reason: None,
-                        attempts: 0,
-                        ts: String::new(),
-                    });
-                    if event == "attempt" {
-                        entry.attempts += 1;
-                    }
-                    entry.state = state;
-                    entry.email = email;
-                    entry.message_id = message_id;
-                    entry.ts = ts;
-                    if state == State::Sent {
-                        entry.code = line.code;
-                        entry.reason = None;
-                    } else if event != "attempt" {
-                        entry.code = line.code;
-                        entry.reason = reason;
-                    } else {
-                        entry.code = None;
-                        entry.reason = Some(
-                            "attempt without outcome: the process stopped during delivery".into(),
-                        );
+                        start = i + 1;
+                        line_no += lines;
+                        lines = 0;
                     }
                 }
-                "bounced" => {
-                    let key = need(&line.key, "key")?;
-                    let source = need(&line.source, "source")?;
-                    j.bounces_booked.insert(format!("{source}\u{0}{key}"));
-                    match line.class.as_deref() {
-                        Some("permanent") => {
-                            let entry = j.recipients.entry(key).or_insert_with(|| Recipient {
-                                state: State::Pending,
-                                email: String::new(),
-                                message_id: String::new(),
-                                code: None,
-                                reason: None,
-                                attempts: 0,
-                                ts: String::new(),
-                            });
-                            entry.state = State::Bounced;
-                            entry.email = need(&line.email, "email")?;
-                            entry.code = None;
-                            entry.reason = Some(format!(
-                                "{} {}",
-                                line.status.as_deref().unwrap_or(""),
-                                line.diagnostic.as_deref().unwrap_or("")
-                            ));
-                            entry.ts = ts;
-                        }
-                        Some("transient") => j.delays += 1,
-                        other => bail!(
-                            "{shown}:{line_no}: bounced event with class {other:?}: expected transient or permanent"
-                        ),
-                    }
+            });
+            for batch in rx {
+                for (line_no, line) in batch? {
+                    reader.book(line_no, line)?;
                 }
-                other => bail!(
-                    "{shown}:{line_no}: unknown event type {other:?}: this journal was written by a newer utskick or edited by hand"
-                ),
             }
+            Ok(())
+        })?;
+        Ok(reader.finish())
+    }
+
+    /// The entry of a key, new (pending) if the journal had none yet.
+    fn entry(&mut self, key: &str) -> &mut Recipient {
+        if !self.recipients.contains_key(key) {
+            self.recipients.insert(
+                key.to_string(),
+                Recipient {
+                    state: State::Pending,
+                    email: String::new(),
+                    message_id: String::new(),
+                    code: None,
+                    reason: None,
+                    attempts: 0,
+                },
+            );
         }
-        Ok(j)
+        // Just inserted if it was missing.
+        self.recipients
+            .get_mut(key)
+            .unwrap_or_else(|| unreachable!("the entry was inserted above"))
     }
 
     /// The state of a key (`pending` when the journal has no event for it).
@@ -600,6 +523,194 @@ impl Journal {
             .iter()
             .filter(|r| !r.test && !r.templates_sha256.is_empty() && r.templates_sha256 != current)
             .collect()
+    }
+}
+
+/// Parses the lines of one chunk (`first_line` is the first one's number).
+fn parse_chunk<'a>(
+    text: &'a str,
+    first_line: usize,
+    shown: &str,
+) -> Result<Vec<(usize, Line<'a>)>> {
+    let mut out = Vec::with_capacity(PARSE_BATCH);
+    for (i, raw) in text.split('\n').enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let n = first_line + i;
+        match serde_json::from_str::<Line>(raw) {
+            Ok(line) => out.push((n, line)),
+            Err(e) if n == 1 => bail!("{shown}:1: this is not an utskick journal ({e})"),
+            Err(e) => bail!("{shown}:{n}: malformed journal line: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Lines parsed together before they are booked.
+const PARSE_BATCH: usize = 2048;
+
+/// Books parsed journal lines into a `Journal`, in order.
+struct Reader<'a> {
+    j: Journal,
+    shown: &'a str,
+    cutoff: String,
+    run_index: HashMap<String, usize>,
+    /// The latest timestamp of each run, borrowed until the end.
+    run_ended: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(shown: &'a str) -> Reader<'a> {
+        Reader {
+            j: Journal::default(),
+            shown,
+            cutoff: timestamp(SystemTime::now() - std::time::Duration::from_secs(24 * 3600)),
+            run_index: HashMap::new(),
+            run_ended: Vec::new(),
+        }
+    }
+
+    fn finish(mut self) -> Journal {
+        for (run, ended) in self.j.runs.iter_mut().zip(self.run_ended) {
+            run.ended = ended.into_owned();
+        }
+        self.j
+    }
+
+    fn book(&mut self, line_no: usize, line: Line<'a>) -> Result<()> {
+        let shown = self.shown;
+        let j = &mut self.j;
+        j.events += 1;
+        let need = |v: &Option<Cow<str>>, field: &str| -> Result<String> {
+            v.as_deref()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{shown}:{line_no}: {} event without {field}", line.event))
+        };
+        let ts: &str = line.ts.as_deref().unwrap_or("");
+        let run = line
+            .run
+            .as_deref()
+            .and_then(|r| self.run_index.get(r))
+            .copied();
+        if let Some(r) = run
+            && ts > self.run_ended[r].as_ref()
+        {
+            self.run_ended[r] = line.ts.clone().unwrap_or_default();
+        }
+        match line.event.as_ref() {
+            "run" => {
+                let id = need(&line.run, "run")?;
+                self.run_index.insert(id.clone(), j.runs.len());
+                self.run_ended.push(line.ts.clone().unwrap_or_default());
+                j.runs.push(Run {
+                    run: id,
+                    command: line.command.as_deref().unwrap_or("").to_string(),
+                    campaign: need(&line.campaign, "campaign")?,
+                    relay: line.relay.as_deref().unwrap_or("").to_string(),
+                    recipients_sha256: line.recipients_sha256.as_deref().unwrap_or("").into(),
+                    templates_sha256: line.templates_sha256.as_deref().unwrap_or("").into(),
+                    test: line.test,
+                    started: ts.to_string(),
+                    ended: String::new(),
+                    sent: 0,
+                    failed: 0,
+                    outcome: None,
+                });
+            }
+            "end" => {
+                if let Some(r) = run {
+                    j.runs[r].outcome = line.outcome.as_deref().map(str::to_string);
+                }
+            }
+            event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred") => {
+                let missing =
+                    |field: &str| anyhow!("{shown}:{line_no}: {event} event without {field}");
+                let key = line.key.as_deref().ok_or_else(|| missing("key"))?;
+                let email = line.email.as_deref().ok_or_else(|| missing("email"))?;
+                let message_id = line
+                    .message_id
+                    .as_deref()
+                    .ok_or_else(|| missing("message_id"))?;
+                if line.test {
+                    if event == "sent" {
+                        j.test_sent += 1;
+                    }
+                    return Ok(());
+                }
+                let state = match event {
+                    "attempt" => State::Unknown,
+                    "sent" => {
+                        if let Some(r) = run {
+                            j.runs[r].sent += 1;
+                        }
+                        if ts >= self.cutoff.as_str() {
+                            j.sent_last_24h += 1;
+                        }
+                        State::Sent
+                    }
+                    "failed" => {
+                        if let Some(r) = run {
+                            j.runs[r].failed += 1;
+                        }
+                        match line.class.as_deref() {
+                            Some("transient") => State::FailedTransient,
+                            Some("permanent") => State::FailedPermanent,
+                            other => bail!(
+                                "{shown}:{line_no}: failed event with class {other:?}: expected transient or permanent"
+                            ),
+                        }
+                    }
+                    "unknown" => State::Unknown,
+                    _ => State::Pending,
+                };
+                let entry = j.entry(key);
+                if event == "attempt" {
+                    entry.attempts += 1;
+                }
+                entry.state = state;
+                set(&mut entry.email, email);
+                set(&mut entry.message_id, message_id);
+                if event == "attempt" || state == State::Sent {
+                    entry.code = None;
+                    entry.reason = None;
+                } else {
+                    entry.code = line.code;
+                    entry.reason = line
+                        .reply
+                        .as_deref()
+                        .or(line.reason.as_deref())
+                        .map(str::to_string);
+                }
+            }
+            "bounced" => {
+                let key = need(&line.key, "key")?;
+                let source = need(&line.source, "source")?;
+                j.bounces_booked.insert(format!("{source}\u{0}{key}"));
+                match line.class.as_deref() {
+                    Some("permanent") => {
+                        let email = need(&line.email, "email")?;
+                        let entry = j.entry(&key);
+                        entry.state = State::Bounced;
+                        entry.email = email;
+                        entry.code = None;
+                        entry.reason = Some(format!(
+                            "{} {}",
+                            line.status.as_deref().unwrap_or(""),
+                            line.diagnostic.as_deref().unwrap_or("")
+                        ));
+                    }
+                    Some("transient") => j.delays += 1,
+                    other => bail!(
+                        "{shown}:{line_no}: bounced event with class {other:?}: expected transient or permanent"
+                    ),
+                }
+            }
+            other => bail!(
+                "{shown}:{line_no}: unknown event type {other:?}: this journal was written by a newer utskick or edited by hand"
+            ),
+        }
+        Ok(())
     }
 }
 

@@ -87,7 +87,7 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
                     email: r.email.clone(),
                     state: state.name().to_string(),
                     code: j.and_then(|j| j.code),
-                    reason: j.and_then(|j| j.reason.clone()).unwrap_or_default(),
+                    reason: j.map(|j| j.why()).unwrap_or_default(),
                     line: r.line,
                 });
             }
@@ -291,7 +291,7 @@ pub fn write_failed_csv(path: &Path, csv: &CsvSource, journal: &Journal) -> Resu
             let reason = journal
                 .recipients
                 .get(&key)
-                .and_then(|r| r.reason.clone())
+                .map(|r| r.why())
                 .unwrap_or_else(|| "never attempted".into());
             (state.name().to_string(), reason)
         };
