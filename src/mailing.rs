@@ -116,15 +116,35 @@ impl Mailing {
         mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
+        let scan = self
+            .pipeline(
+                |index, r| self.check_one(r, index < full),
+                |recipient, result| take(&recipient, result, &mut pre, &mut each),
+            )
+            .fatal()?;
+        pre.scan = scan;
+        Ok(pre)
+    }
+
+    /// Reads every valid row and runs `work` on each (numbered from 0) on all cores, then
+    /// `take` on each row and its result, in CSV order. This thread reads and checks the
+    /// CSV and hands batches of rows to one worker per core; finished batches come back and
+    /// are taken in order. An error from `take` stops the reading.
+    pub fn pipeline<T: Send>(
+        &self,
+        work: impl Fn(u64, &Recipient) -> T + Sync,
+        mut take: impl FnMut(Recipient, T) -> Result<()>,
+    ) -> Result<Scan> {
+        type Done<T> = (u64, Vec<Recipient>, Vec<T>);
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         let (work_tx, work_rx) =
             std::sync::mpsc::sync_channel::<(u64, u64, Vec<Recipient>)>(workers * 2);
         let work_rx = std::sync::Mutex::new(work_rx);
-        let (done_tx, done_rx) =
-            std::sync::mpsc::channel::<(u64, Vec<Recipient>, Vec<Result<Checked>>)>();
-        let outcome = std::thread::scope(|scope| -> Result<Scan> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<T>>();
+        let work = &work;
+        std::thread::scope(|scope| -> Result<Scan> {
             for _ in 0..workers {
                 let done_tx = done_tx.clone();
                 let work_rx = &work_rx;
@@ -140,7 +160,7 @@ impl Mailing {
                         let results = batch
                             .iter()
                             .enumerate()
-                            .map(|(i, r)| self.check_one(r, first_index + (i as u64) < full))
+                            .map(|(i, r)| work(first_index + i as u64, r))
                             .collect();
                         if done_tx.send((seq, batch, results)).is_err() {
                             return;
@@ -149,24 +169,21 @@ impl Mailing {
                 });
             }
             drop(done_tx);
-            let mut pending: BTreeMap<u64, (Vec<Recipient>, Vec<Result<Checked>>)> =
-                BTreeMap::new();
-            let mut next_seq = 0u64;
-            let mut sent_seq = 0u64;
-            let mut index = 0u64;
+            let mut pending: BTreeMap<u64, (Vec<Recipient>, Vec<T>)> = BTreeMap::new();
+            let (mut next_seq, mut sent_seq, mut index) = (0u64, 0u64, 0u64);
             let mut batch: Vec<Recipient> = Vec::with_capacity(BATCH);
             // Takes every finished batch that is next in CSV order.
-            let mut drain =
-                |pending: &mut BTreeMap<u64, (Vec<Recipient>, Vec<Result<Checked>>)>,
-                 next_seq: &mut u64,
-                 pre: &mut Preflight|
-                 -> Result<()> {
-                    while let Some((batch, results)) = pending.remove(next_seq) {
-                        *next_seq += 1;
-                        take(&batch, results, pre, &mut each)?;
+            let mut drain = |pending: &mut BTreeMap<u64, (Vec<Recipient>, Vec<T>)>,
+                             next_seq: &mut u64|
+             -> Result<()> {
+                while let Some((batch, results)) = pending.remove(next_seq) {
+                    *next_seq += 1;
+                    for (recipient, result) in batch.into_iter().zip(results) {
+                        take(recipient, result)?;
                     }
-                    Ok(())
-                };
+                }
+                Ok(())
+            };
             let scan = self.csv.scan(|recipient| {
                 batch.push(recipient);
                 if batch.len() == BATCH {
@@ -180,11 +197,11 @@ impl Mailing {
                     while let Ok((seq, b, r)) = done_rx.try_recv() {
                         pending.insert(seq, (b, r));
                     }
-                    drain(&mut pending, &mut next_seq, &mut pre)?;
+                    drain(&mut pending, &mut next_seq)?;
                 }
                 Ok(())
             });
-            if !batch.is_empty() {
+            if scan.is_ok() && !batch.is_empty() {
                 let _ = work_tx.send((sent_seq, index, std::mem::take(&mut batch)));
                 sent_seq += 1;
             }
@@ -194,15 +211,13 @@ impl Mailing {
                 match done_rx.recv() {
                     Ok((seq, b, r)) => {
                         pending.insert(seq, (b, r));
-                        drain(&mut pending, &mut next_seq, &mut pre)?;
+                        drain(&mut pending, &mut next_seq)?;
                     }
                     Err(_) => anyhow::bail!("a render worker stopped before finishing"),
                 }
             }
             Ok(scan)
-        });
-        pre.scan = outcome.fatal()?;
-        Ok(pre)
+        })
     }
 
     /// Renders one row in preflight: the whole notice, or only checked.
@@ -218,41 +233,33 @@ impl Mailing {
         })?;
         self.templates.check(r).map(Checked::Subject)
     }
-
-    /// Calls `f` with every recipient that preflight accepted, in CSV order, without
-    /// rendering (the caller renders the ones it needs).
-    pub fn recipients(&self, mut f: impl FnMut(Recipient) -> Result<()>) -> Result<()> {
-        self.csv.scan(&mut f).map(|_| ())
-    }
 }
 
-/// Books one rendered batch into the preflight, in order.
+/// Books one rendered row into the preflight.
 fn take(
-    batch: &[Recipient],
-    results: Vec<Result<Checked>>,
+    recipient: &Recipient,
+    result: Result<Checked>,
     pre: &mut Preflight,
     each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
 ) -> Result<()> {
-    for (recipient, result) in batch.iter().zip(results) {
-        match result {
-            Ok(checked) => {
-                pre.rendered += 1;
-                let (subject, rendered) = match &checked {
-                    Checked::Full(r) => (&r.subject, Some(r)),
-                    Checked::Subject(s) => (s, None),
-                };
-                if pre.first_subject.is_none() {
-                    pre.first_subject = Some(subject.clone());
-                }
-                each(recipient, rendered)?;
+    match result {
+        Ok(checked) => {
+            pre.rendered += 1;
+            let (subject, rendered) = match &checked {
+                Checked::Full(r) => (&r.subject, Some(r)),
+                Checked::Subject(s) => (s, None),
+            };
+            if pre.first_subject.is_none() {
+                pre.first_subject = Some(subject.clone());
             }
-            Err(e) => {
-                let entry = pre
-                    .render_errors
-                    .entry(format!("{e:#}"))
-                    .or_insert((recipient.line, 0));
-                entry.1 += 1;
-            }
+            each(recipient, rendered)?;
+        }
+        Err(e) => {
+            let entry = pre
+                .render_errors
+                .entry(format!("{e:#}"))
+                .or_insert((recipient.line, 0));
+            entry.1 += 1;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use anyhow::{Result, anyhow};
 use lettre::Message;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
@@ -69,8 +69,7 @@ pub fn build(
     let to_box = Mailbox::new(if name.is_empty() { None } else { Some(name) }, address);
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .header(ContentTransferEncoding::QuotedPrintable)
-        .body(crlf(&rendered.text));
+        .body(qp_body(&rendered.text));
     let mut builder = Message::builder()
         .from(config.sender.from.clone())
         .reply_to(config.sender.reply_to.clone())
@@ -100,8 +99,7 @@ pub fn build(
             MultiPart::alternative().singlepart(text).singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_HTML)
-                    .header(ContentTransferEncoding::QuotedPrintable)
-                    .body(crlf(html)),
+                    .body(qp_body(html)),
             ),
         ),
         None => builder.singlepart(text),
@@ -114,6 +112,87 @@ pub fn build(
     })
 }
 
+/// A body in quoted-printable (RFC 2045 6.7), encoded here rather than by lettre, which
+/// scans and converts every body several times: building messages is most of the CPU a
+/// fast send spends.
+fn qp_body(text: &str) -> Body {
+    Body::dangerous_pre_encoded(
+        quoted_printable(text),
+        ContentTransferEncoding::QuotedPrintable,
+    )
+}
+
+/// Bytes written as they are in quoted-printable: printable ASCII but `=`.
+const fn qp_literals() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = b'!';
+    while b <= b'~' {
+        t[b as usize] = b != b'=';
+        b += 1;
+    }
+    t
+}
+const QP_LITERAL: [bool; 256] = qp_literals();
+
+/// Quoted-printable with CRLF line ends and lines of at most 76 characters: printable
+/// ASCII but `=` as is, everything else as `=XX`, white space at a line's end encoded.
+/// Runs of literal bytes are copied whole: this is on the hot path of a fast send.
+pub fn quoted_printable(text: &str) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 16);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
+        let mut col = 0usize;
+        let mut i = 0usize;
+        while i < line.len() {
+            // A run of literal bytes (spaces and tabs too, unless last on the line), as
+            // long as it fits before the soft break.
+            let room = 75usize.saturating_sub(col);
+            let mut j = i;
+            while j < line.len()
+                && j - i < room
+                && (QP_LITERAL[usize::from(line[j])]
+                    || (line[j] == b' ' || line[j] == b'\t') && j + 1 < line.len())
+            {
+                j += 1;
+            }
+            // The last byte of a line may take the 76th column.
+            if j == i + room && j + 1 == line.len() && QP_LITERAL[usize::from(line[j])] {
+                j += 1;
+            }
+            out.extend_from_slice(&line[i..j]);
+            col += j - i;
+            i = j;
+            if i == line.len() {
+                break;
+            }
+            let b = line[i];
+            let literal =
+                QP_LITERAL[usize::from(b)] || (b == b' ' || b == b'\t') && i + 1 < line.len();
+            let width = if literal { 1 } else { 3 };
+            let last = i + 1 == line.len();
+            if col + width > 75 && !(last && col + width <= 76) {
+                out.extend_from_slice(b"=\r\n");
+                col = 0;
+                continue;
+            }
+            if literal {
+                out.push(b);
+            } else {
+                out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
+            col += width;
+            i += 1;
+        }
+        if lines.peek().is_some() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
 fn crlf(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 32);
     for line in text.split_inclusive('\n') {
@@ -263,6 +342,73 @@ mod tests {
         assert!(h.contains("To: me@example.se"), "{h}");
         assert!(h.contains("X-Utskick-Test:"), "{h}");
         assert_eq!(b.rcpt, "me@example.se");
+    }
+
+    /// Decodes quoted-printable (for the tests).
+    fn qp_decode(bytes: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(bytes).expect("ascii");
+        let mut out = Vec::new();
+        let joined = text.replace("=\r\n", "");
+        let b = joined.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'=' {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn quoted_printable_round_trips_within_76_columns() {
+        let long = "Å".repeat(100);
+        let cases = [
+            "Hej Åsa!\r\nRad två = tre.\r\n",
+            "slut med blanksteg \r\noch tab\t\r\n",
+            long.as_str(),
+            "x".repeat(200).as_str(),
+            "a = b ".repeat(40).as_str(),
+            "",
+            "\r\n\r\n",
+            ".punkt först\r\nFrom början",
+        ]
+        .map(str::to_string);
+        for case in cases {
+            let enc = quoted_printable(&case);
+            assert!(enc.is_ascii(), "{case:?}");
+            for line in enc.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                assert!(line.len() <= 76, "{} > 76 in {case:?}", line.len());
+                assert!(!line.ends_with(b" ") && !line.ends_with(b"\t"), "{case:?}");
+            }
+            assert_eq!(qp_decode(&enc), case.as_bytes(), "{case:?}");
+        }
+        assert_eq!(quoted_printable("a\nb"), b"a\r\nb", "LF becomes CRLF");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn quoted_printable_of_any_text(text in "[a-zåäöÅÄÖ =\t.\r\n€😀]{0,400}") {
+            let enc = quoted_printable(&text);
+            proptest::prop_assert!(enc.is_ascii());
+            for line in enc.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                proptest::prop_assert!(line.len() <= 76);
+                proptest::prop_assert!(!line.ends_with(b" ") && !line.ends_with(b"\t"));
+            }
+            // Every line end becomes CRLF; any other CR is kept (encoded).
+            let want: Vec<&str> = text
+                .split('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .collect();
+            proptest::prop_assert_eq!(qp_decode(&enc), want.join("\r\n").into_bytes());
+        }
     }
 
     #[test]

@@ -315,6 +315,8 @@ pub enum Delivery {
     LostBeforeData(String),
     /// The connection broke or timed out after DATA went out: the outcome is unknown.
     LostAfterData(String),
+    /// The journal could not record the attempt: the message was not sent.
+    NotSent(String),
 }
 
 /// An open, logged-in connection.
@@ -605,7 +607,18 @@ impl Connection {
     }
 
     /// One transaction: MAIL, RCPT, DATA, the message. Never retries by itself.
-    pub async fn deliver(&mut self, from: &Address, rcpt: &Address, bytes: &[u8]) -> Delivery {
+    ///
+    /// `durable` resolves once the journal holds the attempt; it is awaited after the relay
+    /// said 354 and before the message itself goes out, so the journal's fsync overlaps the
+    /// first three round trips. If it fails, the message is not sent and the connection is
+    /// dropped (the relay is waiting for data).
+    pub async fn deliver(
+        &mut self,
+        from: &Address,
+        rcpt: &Address,
+        bytes: &[u8],
+        durable: impl std::future::Future<Output = Result<(), String>>,
+    ) -> Delivery {
         self.last_used = std::time::Instant::now();
         let t = self.timeout;
         let timed_out = |what: &str| format!("no reply to {what} within {} s", t.as_secs());
@@ -635,6 +648,10 @@ impl Connection {
                 },
                 Ok(Ok(r)) => tracing::debug!("<< {}", Reply::from_response(&r)),
             }
+        }
+        if let Err(e) = durable.await {
+            self.broken = true;
+            return Delivery::NotSent(e);
         }
         tracing::debug!(">> (message, {} bytes)", bytes.len());
         // lettre ends DATA with CRLF.CRLF after whatever it is given: without our own last

@@ -322,6 +322,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let journal = Arc::new(journal);
     let progress = Progress::new(chosen.count, out);
     let engine = Engine {
+        date: SystemTime::now(),
         mailing: mailing.clone(),
         writer: writer.clone(),
         settings,
@@ -549,6 +550,8 @@ impl Report {
 }
 
 struct Engine {
+    /// The Date header of every message of the run.
+    date: SystemTime,
     mailing: Arc<Mailing>,
     writer: Arc<Writer>,
     settings: Settings,
@@ -740,63 +743,70 @@ impl Engine {
     }
 
     /// Reads the CSV again and feeds the chosen recipients' messages, in order.
+    /// Rendering and building run on all cores (`Mailing::pipeline`); the jobs come out
+    /// in CSV order.
     fn produce(&self, tx: mpsc::Sender<Job>) {
         let limit = self.plan.limit.unwrap_or(u64::MAX);
         let mut count = 0u64;
-        let date = SystemTime::now();
+        let _ = self.mailing.pipeline(
+            |_, recipient| self.build_job(recipient),
+            |_, job| {
+                let Some(job) = job else {
+                    return Ok(());
+                };
+                if count >= limit {
+                    return Err(anyhow!("limit reached"));
+                }
+                count += 1;
+                tx.blocking_send(job).map_err(|_| anyhow!("stopped"))
+            },
+        );
+    }
+
+    /// The job for a recipient this run takes on; None for the others (and for rows whose
+    /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
+    fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
         let config = &self.mailing.config;
-        let result = self.mailing.recipients(|recipient| {
-            if count >= limit {
-                return Err(anyhow!("limit reached"));
-            }
-            let state = self.journal.state(&recipient.key);
-            if !self.plan.selection.takes(state) {
-                return Ok(());
-            }
-            let rendered = match self.mailing.templates.render(&recipient) {
-                Ok(r) => r,
-                Err(_) => return Ok(()), // reported by preflight; left out with --skip-invalid
-            };
-            let (message_id, to) = match &self.plan.selection {
-                Selection::Test { to } => (
-                    message::test_message_id(
-                        &config.campaign,
-                        &recipient.key,
-                        &self.run,
-                        &config.sender.domain,
-                    ),
-                    Some(to.as_str()),
+        if !self
+            .plan
+            .selection
+            .takes(self.journal.state(&recipient.key))
+        {
+            return None;
+        }
+        let rendered = self.mailing.templates.render(recipient).ok()?;
+        let (message_id, to) = match &self.plan.selection {
+            Selection::Test { to } => (
+                message::test_message_id(
+                    &config.campaign,
+                    &recipient.key,
+                    &self.run,
+                    &config.sender.domain,
                 ),
-                _ => (
-                    message::message_id(&config.campaign, &recipient.key, &config.sender.domain),
-                    None,
-                ),
-            };
-            let Ok(built) = message::build(config, &recipient, &rendered, &message_id, to, date)
-            else {
-                return Ok(());
-            };
-            let Ok(rcpt) = built.rcpt.parse::<Address>() else {
-                return Ok(());
-            };
-            count += 1;
-            let job = Job {
-                key: recipient.key.clone(),
-                email: built.rcpt.clone(),
-                rcpt,
-                message_id: built.message_id,
-                bytes: Arc::new(built.bytes),
-                archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
-                attempts: 0,
-                earlier: self
-                    .journal
-                    .recipients
-                    .get(&recipient.key)
-                    .map_or(0, |r| r.attempts),
-            };
-            tx.blocking_send(job).map_err(|_| anyhow!("stopped"))
-        });
-        let _ = result;
+                Some(to.as_str()),
+            ),
+            _ => (
+                message::message_id(&config.campaign, &recipient.key, &config.sender.domain),
+                None,
+            ),
+        };
+        let built =
+            message::build(config, recipient, &rendered, &message_id, to, self.date).ok()?;
+        let rcpt = built.rcpt.parse::<Address>().ok()?;
+        Some(Job {
+            key: recipient.key.clone(),
+            email: built.rcpt.clone(),
+            rcpt,
+            message_id: built.message_id,
+            bytes: Arc::new(built.bytes),
+            archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
+            attempts: 0,
+            earlier: self
+                .journal
+                .recipients
+                .get(&recipient.key)
+                .map_or(0, |r| r.attempts),
+        })
     }
 
     /// One delivery: connection, durable attempt, transaction, durable outcome.
@@ -850,19 +860,25 @@ impl Engine {
             attempt: job.earlier + job.attempts,
             test,
         };
-        if let Err(e) = self.writer.append_durable(&attempt).await {
-            return (
-                job,
-                Outcome::JournalFailed {
-                    reason: format!("{e:#}"),
-                    booked_unknown: true,
-                },
-                Slot::Later(Some(Box::new(conn))),
-            );
-        }
+        // Durable before the message's DATA goes out (awaited after the relay's 354).
+        let ticket = self.writer.append(&attempt);
+        let durable = async {
+            match ticket.await {
+                Ok(result) => result,
+                Err(_) => Err("the journal writer stopped".to_string()),
+            }
+        };
         let delivery = conn
-            .deliver(&self.settings.from, &job.rcpt, &job.bytes)
+            .deliver(&self.settings.from, &job.rcpt, &job.bytes, durable)
             .await;
+        if let Delivery::NotSent(e) = delivery {
+            conn.quit().await;
+            let failed = Outcome::JournalFailed {
+                reason: format!("cannot write journal {}: {e}", self.writer.path().display()),
+                booked_unknown: true,
+            };
+            return (job, failed, Slot::Later(None));
+        }
         let (event, outcome) = self.book(&job, delivery, test);
         let slot = if matches!(outcome, Outcome::Relay { .. }) {
             // The relay spoke for itself (421 closes the connection): start afresh, later.
@@ -972,7 +988,8 @@ impl Engine {
                     reason: format!("connection lost before DATA: {reason}"),
                 },
             ),
-            Delivery::LostAfterData(reason) => (
+            // Handled before booking (nothing can be booked); as unknown, to be safe.
+            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
                 Event::Unknown {
                     ts,
                     run,

@@ -614,8 +614,16 @@ fn rcpt_451_always_is_failed_transient_after_max_attempts() {
 
 #[test]
 fn greeting_421_during_the_run_pauses_then_everyone_is_sent() {
-    // The first connection (preflight's) is fine; the next two are turned away.
-    let server = greeting_421(2, 3);
+    // The first connection (preflight's) takes one message and is then closed with a 421;
+    // the next two are turned away at the greeting.
+    let server = SmtpServer::start(ServerOptions::default().on(|e, ctx| {
+        let busy = Action::reply("421 4.7.0 mx.test.invalid Too many connections, try again later");
+        match e {
+            Event::Greeting if (2..=3).contains(&ctx.connection) => busy,
+            Event::Mail { .. } if ctx.connection == 1 && ctx.messages_on_connection >= 1 => busy,
+            _ => Action::Default,
+        }
+    }));
     let env = example(&server);
     let run = send(&env, &[]);
     run.expect_code(0);
