@@ -576,6 +576,7 @@ impl Config {
             None => None,
         };
         let incident = toml_to_json(toml::Value::Table(raw.incident));
+        let resolve = |p: &Path| resolve(&dir, p);
 
         match (from, reply_to, smtp, sending, recipients) {
             (Some(from), Some(reply_to), Some(smtp), Some(sending), Some(recipients))
@@ -593,13 +594,13 @@ impl Config {
                     smtp,
                     sending,
                     recipients,
-                    templates_dir: dir.join(&raw.templates.dir),
+                    templates_dir: resolve(&raw.templates.dir),
                     journal: Journal {
-                        path: dir.join(&raw.journal.path),
-                        archive: raw.journal.archive.as_ref().map(|a| dir.join(a)),
+                        path: resolve(&raw.journal.path),
+                        archive: raw.journal.archive.as_deref().map(resolve),
                     },
                     bounces: bounces.map(|mut b| {
-                        b.ca_file = b.ca_file.map(|c| dir.join(c));
+                        b.ca_file = b.ca_file.as_deref().map(resolve);
                         b
                     }),
                     incident,
@@ -658,6 +659,17 @@ fn locate(text: &str, problem: &str) -> Option<usize> {
         }
     }
     section_line
+}
+
+/// A path from the config, relative to its folder. Beside a config in the current folder
+/// paths stay as written (`templates`, not `./templates`): that is how the operator reads
+/// them in messages.
+pub fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if dir == Path::new(".") {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
 }
 
 fn check_campaign(campaign: &str) -> Result<()> {
@@ -791,7 +803,7 @@ fn check_smtp(raw: &RawSmtp, dir: &Path) -> Result<Smtp> {
         username: raw.username.clone(),
         secret,
         timeout: Duration::from_secs(raw.timeout_secs),
-        ca_file: raw.ca_file.as_ref().map(|c| dir.join(c)),
+        ca_file: raw.ca_file.as_deref().map(|c| resolve(dir, c)),
         helo_name: raw.helo_name.clone(),
     })
 }
@@ -845,7 +857,7 @@ fn check_recipients(raw: &RawRecipients, dir: &Path) -> Result<Recipients> {
         list_columns.push((column.trim().to_string(), sep.clone()));
     }
     Ok(Recipients {
-        path: dir.join(&raw.path),
+        path: resolve(dir, &raw.path),
         email_column: raw.email_column.trim().to_string(),
         key_column: raw
             .key_column

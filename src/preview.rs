@@ -24,10 +24,9 @@ const MARKER: &str = ".utskick-preview";
 /// Runs `preview`.
 pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode, Fail> {
     let mailing = Mailing::open(config)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| mailing.config.dir.join("preview"));
+    let dir = args.out.clone().unwrap_or_else(|| {
+        crate::config::resolve(&mailing.config.dir, std::path::Path::new("preview"))
+    });
     prepare_dir(&dir).input()?;
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut index = Index::create(&dir, &mailing).input()?;

@@ -563,7 +563,7 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
     refused(
         &env,
         &server,
-        &["error: ./templates/subject.txt:1:37: Unexpected end of input"],
+        &["error: templates/subject.txt:1:37: Unexpected end of input"],
     );
 
     env.write("templates/subject.txt", &subject);
@@ -576,10 +576,10 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
     let report = preview
         .stderr
         .lines()
-        .find(|l| l.starts_with("./templates/body.txt:"))
+        .find(|l| l.starts_with("templates/body.txt:"))
         .unwrap_or_else(|| panic!("no template error line:\n{}", preview.stderr));
     assert!(
-        report.starts_with(&format!("./templates/body.txt:{line}:14: ")),
+        report.starts_with(&format!("templates/body.txt:{line}:14: ")),
         "{report}"
     );
     assert!(report.contains("`kundnummer` is not defined"), "{report}");
@@ -593,7 +593,7 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
         &env,
         &server,
         &[
-            "error: ./templates/body.txt: cannot read template: No such file or directory (os error 2)",
+            "error: templates/body.txt: cannot read template: No such file or directory (os error 2)",
         ],
     );
 
@@ -606,7 +606,7 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
     refused(
         &env,
         &server,
-        &["./templates/subject.txt: the subject renders empty (first on CSV line 4; 6 rows)"],
+        &["templates/subject.txt: the subject renders empty (first on CSV line 4; 6 rows)"],
     );
 }
 
@@ -973,8 +973,10 @@ fn journal_size_limit_reached_mid_run() {
     no_panic(&run);
     run.expect_code(1);
     assert!(
-        run.stderr.lines().any(|l| l
-            == "error: cannot write journal ./delivery-log.jsonl: File too large (os error 27)"),
+        run.stderr
+            .lines()
+            .any(|l| l
+                == "error: cannot write journal delivery-log.jsonl: File too large (os error 27)"),
         "a clear reason:\n{}",
         run.stderr
     );
@@ -1082,7 +1084,7 @@ fn preview_into_a_full_disk_is_a_clear_error() {
         .collect();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(
-        errors[0].contains("cannot write ./preview/"),
+        errors[0].contains("cannot write preview/"),
         "{}",
         run.stderr
     );
@@ -1132,7 +1134,7 @@ fn unwritable_preview_folder_and_journal_folder() {
         run.expect_code(2);
         assert_eq!(
             stderr_lines(&run),
-            vec!["error: journal ./journal-folder is a folder: [journal] path must name a file"],
+            vec!["error: journal journal-folder is a folder: [journal] path must name a file"],
             "{args:?}: {}",
             run.stderr
         );
