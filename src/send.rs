@@ -56,7 +56,10 @@ pub enum Selection {
 }
 
 impl Selection {
-    fn takes(&self, state: State) -> bool {
+    /// Whether the run takes on a recipient in `state`; `corrected`: the CSV now holds
+    /// another address than the one the journal last used for it. `retry --permanent` is
+    /// for corrected addresses: resending to an address that bounced helps no one.
+    fn takes(&self, state: State, corrected: bool) -> bool {
         match self {
             Selection::Send => matches!(
                 state,
@@ -64,7 +67,9 @@ impl Selection {
             ),
             Selection::Retry { permanent } => {
                 matches!(state, State::FailedTransient | State::Unknown)
-                    || (*permanent && matches!(state, State::FailedPermanent | State::Bounced))
+                    || (*permanent
+                        && corrected
+                        && matches!(state, State::FailedPermanent | State::Bounced))
             }
             Selection::Test { .. } => true,
         }
@@ -192,6 +197,14 @@ fn pause_for(sending: &crate::config::Sending, n: u32) -> Duration {
     (base * 2u32.saturating_pow(n.saturating_sub(1))).min(MAX_PAUSE)
 }
 
+/// Whether the CSV holds another address for this recipient than the journal last used.
+fn corrected(journal: &Journal, recipient: &crate::recipients::Recipient) -> bool {
+    journal
+        .recipients
+        .get(&recipient.key)
+        .is_some_and(|r| !r.email.eq_ignore_ascii_case(&recipient.email))
+}
+
 /// What preflight chose.
 struct Chosen {
     count: u64,
@@ -219,7 +232,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         if state == State::Sent && !plan.selection.is_test() {
             chosen.already_sent += 1;
         }
-        if chosen.count < limit && plan.selection.takes(state) {
+        if chosen.count < limit && plan.selection.takes(state, corrected(&journal, recipient)) {
             chosen.count += 1;
         }
         Ok(())
@@ -767,10 +780,11 @@ impl Engine {
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
     fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
         let config = &self.mailing.config;
+        let state = self.journal.state(&recipient.key);
         if !self
             .plan
             .selection
-            .takes(self.journal.state(&recipient.key))
+            .takes(state, corrected(&self.journal, recipient))
         {
             return None;
         }
@@ -1158,18 +1172,24 @@ mod tests {
     fn selections_take_the_contract_states() {
         use State::*;
         let send = Selection::Send;
-        assert!(send.takes(Pending) && send.takes(Unknown) && send.takes(FailedTransient));
-        assert!(!send.takes(Sent) && !send.takes(FailedPermanent) && !send.takes(Bounced));
-        let retry = Selection::Retry { permanent: false };
-        assert!(retry.takes(FailedTransient) && retry.takes(Unknown));
-        assert!(!retry.takes(Pending) && !retry.takes(Sent) && !retry.takes(FailedPermanent));
+        for corrected in [false, true] {
+            let takes = |s: &Selection, state| s.takes(state, corrected);
+            assert!(
+                takes(&send, Pending) && takes(&send, Unknown) && takes(&send, FailedTransient)
+            );
+            assert!(
+                !takes(&send, Sent) && !takes(&send, FailedPermanent) && !takes(&send, Bounced)
+            );
+            let retry = Selection::Retry { permanent: false };
+            assert!(takes(&retry, FailedTransient) && takes(&retry, Unknown));
+            assert!(!takes(&retry, Pending) && !takes(&retry, Sent));
+            assert!(!takes(&retry, FailedPermanent) && !takes(&retry, Bounced));
+        }
+        // --permanent: failed-permanent and bounced, once their address was corrected.
         let all = Selection::Retry { permanent: true };
-        assert!(
-            all.takes(FailedPermanent)
-                && all.takes(Bounced)
-                && !all.takes(Pending)
-                && !all.takes(Sent)
-        );
+        assert!(all.takes(FailedPermanent, true) && all.takes(Bounced, true));
+        assert!(!all.takes(FailedPermanent, false) && !all.takes(Bounced, false));
+        assert!(!all.takes(Pending, true) && !all.takes(Sent, true));
     }
 
     #[test]
