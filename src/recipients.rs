@@ -388,8 +388,11 @@ impl CsvSource {
         let mut reader = self.csv_reader()?;
         let mut scan = Scan::default();
         let hasher = std::collections::hash_map::RandomState::new();
-        let mut keys: HashMap<u128, u64> = HashMap::new();
-        let mut emails: HashMap<u128, u64> = HashMap::new();
+        // One small entry per row, so that a million rows stay within memory: a 128-bit
+        // hash of the key (a false "duplicate" is out of reach) and 64 bits of the address
+        // (only a warning rides on it), with the line as u32.
+        let mut keys: HashMap<[u64; 2], u32, ahash::RandomState> = HashMap::default();
+        let mut emails: HashMap<u64, u32, ahash::RandomState> = HashMap::default();
         let mut record = csv::StringRecord::new();
         loop {
             let line = reader.position().line();
@@ -473,7 +476,7 @@ impl CsvSource {
             };
             if let Some(k) = &key {
                 let h = hash128(&hasher, k);
-                if let Some(first) = keys.get(&h) {
+                if let Some(first) = keys.get(&h).copied() {
                     let col = match self.key_idx {
                         Some(i) => self.headers[i].clone(),
                         None => self.headers[self.email_idx].clone(),
@@ -487,7 +490,7 @@ impl CsvSource {
                         ),
                     );
                 } else if row_errors == 0 {
-                    keys.insert(h, line);
+                    keys.insert(h, line32(line));
                 }
             }
             if row_errors > 0 {
@@ -499,8 +502,8 @@ impl CsvSource {
                 continue;
             };
             if self.key_idx.is_some() {
-                let h = hash128(&hasher, &email.to_lowercase());
-                if let Some(first) = emails.get(&h) {
+                let h = hash128(&hasher, &email.to_lowercase())[0];
+                if let Some(first) = emails.get(&h).copied() {
                     scan.push(self.diag(
                         line,
                         Some(&self.headers[self.email_idx]),
@@ -508,7 +511,7 @@ impl CsvSource {
                         Severity::Warning,
                     ));
                 } else {
-                    emails.insert(h, line);
+                    emails.insert(h, line32(line));
                 }
             }
             let name = self
@@ -599,13 +602,18 @@ impl CsvSource {
     }
 }
 
-fn hash128(hasher: &std::collections::hash_map::RandomState, s: &str) -> u128 {
+/// A line number kept in a u32 (files of more than four billion lines saturate).
+fn line32(line: u64) -> u32 {
+    u32::try_from(line).unwrap_or(u32::MAX)
+}
+
+fn hash128(hasher: &std::collections::hash_map::RandomState, s: &str) -> [u64; 2] {
     let mut a = hasher.build_hasher();
     a.write(s.as_bytes());
     let mut b = hasher.build_hasher();
     b.write_u8(0xA5);
     b.write(s.as_bytes());
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    [a.finish(), b.finish()]
 }
 
 fn csv_error_text(e: &csv::Error) -> String {
