@@ -446,36 +446,50 @@ impl Journal {
         })?;
         let mut reader = Reader::new(shown);
         reader.j.torn_tail = complete.len() < bytes.len();
-        // Parsing JSON is most of the work: one thread parses batches of lines while this
-        // one books them, in order.
-        // Parsing JSON is most of the work: one thread parses chunks of lines while this
-        // one books them, in order.
+        // Parsing JSON is most of the work: the cores parse chunks of the journal (cut at
+        // line ends), and this thread books the chunks' lines in order.
+        let chunks = complete.len().div_ceil(PARSE_CHUNK).max(1);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let next_chunk = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| -> Result<()> {
-            type Batch<'b> = Vec<(usize, Line<'b>)>;
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(4);
-            scope.spawn(move || {
-                let (mut start, mut line_no, mut lines) = (0usize, 1usize, 0usize);
-                let bytes = complete.as_bytes();
-                for (i, &b) in bytes.iter().enumerate() {
-                    if b != b'\n' {
-                        continue;
-                    }
-                    lines += 1;
-                    if lines == PARSE_BATCH || i + 1 == bytes.len() {
-                        let parsed = parse_chunk(&complete[start..=i], line_no, shown);
-                        let failed = parsed.is_err();
-                        if tx.send(parsed).is_err() || failed {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Parsed)>(workers * 2);
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let next_chunk = &next_chunk;
+                scope.spawn(move || {
+                    loop {
+                        let k = next_chunk.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if k >= chunks {
                             return;
                         }
-                        start = i + 1;
-                        line_no += lines;
-                        lines = 0;
+                        let parsed = parse_chunk(chunk_text(complete, k));
+                        let failed = parsed.error.is_some();
+                        if tx.send((k, parsed)).is_err() || failed {
+                            return;
+                        }
                     }
-                }
-            });
-            for batch in rx {
-                for (line_no, line) in batch? {
-                    reader.book(line_no, line)?;
+                });
+            }
+            drop(tx);
+            let mut waiting: std::collections::BTreeMap<usize, Parsed> = Default::default();
+            let (mut next, mut line_base) = (0usize, 0usize);
+            for (k, parsed) in rx {
+                waiting.insert(k, parsed);
+                while let Some(parsed) = waiting.remove(&next) {
+                    next += 1;
+                    for (i, line) in parsed.lines {
+                        reader.book(line_base + i + 1, line)?;
+                    }
+                    if let Some((i, e)) = parsed.error {
+                        let n = line_base + i + 1;
+                        if n == 1 {
+                            bail!("{shown}:1: this is not an utskick journal ({e})");
+                        }
+                        bail!("{shown}:{n}: malformed journal line: {e}");
+                    }
+                    line_base += parsed.count;
                 }
             }
             Ok(())
@@ -527,35 +541,67 @@ impl Journal {
 }
 
 /// Parses the lines of one chunk (`first_line` is the first one's number).
-fn parse_chunk<'a>(
-    text: &'a str,
-    first_line: usize,
-    shown: &str,
-) -> Result<Vec<(usize, Line<'a>)>> {
-    let mut out = Vec::with_capacity(PARSE_BATCH);
-    for (i, raw) in text.split('\n').enumerate() {
+/// The lines of one chunk, numbered from 0 within it; the first error stops it.
+struct Parsed<'a> {
+    lines: Vec<(usize, Line<'a>)>,
+    /// Lines in the chunk (parsed or blank).
+    count: usize,
+    error: Option<(usize, String)>,
+}
+
+/// Chunk `k` of the journal: the lines that start in bytes `k*PARSE_CHUNK ..
+/// (k+1)*PARSE_CHUNK` (the text ends with a line end).
+fn chunk_text(text: &str, k: usize) -> &str {
+    let bytes = text.as_bytes();
+    let line_start = |at: usize| -> usize {
+        if at == 0 {
+            return 0;
+        }
+        if at >= bytes.len() {
+            return bytes.len();
+        }
+        bytes[at - 1..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |p| at + p)
+    };
+    let start = line_start(k * PARSE_CHUNK);
+    let end = line_start((k + 1) * PARSE_CHUNK).max(start);
+    &text[start..end]
+}
+
+fn parse_chunk(text: &str) -> Parsed<'_> {
+    let mut parsed = Parsed {
+        lines: Vec::with_capacity(text.len() / 160 + 1),
+        count: 0,
+        error: None,
+    };
+    for raw in text.split_terminator('\n') {
+        let i = parsed.count;
+        parsed.count += 1;
         if raw.trim().is_empty() {
             continue;
         }
-        let n = first_line + i;
         match serde_json::from_str::<Line>(raw) {
-            Ok(line) => out.push((n, line)),
-            Err(e) if n == 1 => bail!("{shown}:1: this is not an utskick journal ({e})"),
-            Err(e) => bail!("{shown}:{n}: malformed journal line: {e}"),
+            Ok(line) => parsed.lines.push((i, line)),
+            Err(e) => {
+                parsed.error = Some((i, e.to_string()));
+                break;
+            }
         }
     }
-    Ok(out)
+    parsed
 }
 
-/// Lines parsed together before they are booked.
-const PARSE_BATCH: usize = 2048;
+/// Bytes of journal parsed together.
+const PARSE_CHUNK: usize = 1 << 20;
 
 /// Books parsed journal lines into a `Journal`, in order.
 struct Reader<'a> {
     j: Journal,
     shown: &'a str,
     cutoff: String,
-    run_index: HashMap<String, usize>,
+    run_index: HashMap<String, usize, ahash::RandomState>,
     /// The latest timestamp of each run, borrowed until the end.
     run_ended: Vec<Cow<'a, str>>,
 }
@@ -566,7 +612,7 @@ impl<'a> Reader<'a> {
             j: Journal::default(),
             shown,
             cutoff: timestamp(SystemTime::now() - std::time::Duration::from_secs(24 * 3600)),
-            run_index: HashMap::new(),
+            run_index: HashMap::default(),
             run_ended: Vec::new(),
         }
     }
@@ -664,23 +710,29 @@ impl<'a> Reader<'a> {
                     "unknown" => State::Unknown,
                     _ => State::Pending,
                 };
-                let entry = j.entry(key);
-                if event == "attempt" {
-                    entry.attempts += 1;
-                }
-                entry.state = state;
-                set(&mut entry.email, email);
-                set(&mut entry.message_id, message_id);
-                if event == "attempt" || state == State::Sent {
-                    entry.code = None;
-                    entry.reason = None;
-                } else {
-                    entry.code = line.code;
-                    entry.reason = line
-                        .reply
-                        .as_deref()
-                        .or(line.reason.as_deref())
-                        .map(str::to_string);
+                let update = |entry: &mut Recipient| {
+                    if event == "attempt" {
+                        entry.attempts += 1;
+                    }
+                    entry.state = state;
+                    set(&mut entry.email, email);
+                    set(&mut entry.message_id, message_id);
+                    if event == "attempt" || state == State::Sent {
+                        entry.code = None;
+                        entry.reason = None;
+                    } else {
+                        entry.code = line.code;
+                        entry.reason = line
+                            .reply
+                            .as_deref()
+                            .or(line.reason.as_deref())
+                            .map(str::to_string);
+                    }
+                };
+                // One hash lookup for a key seen before (most events).
+                match j.recipients.get_mut(key) {
+                    Some(entry) => update(entry),
+                    None => update(j.entry(key)),
                 }
             }
             "bounced" => {
