@@ -130,6 +130,9 @@ pub enum Verdict {
     RelayQuota,
     /// Authentication refused: stop.
     Auth,
+    /// The relay refuses our envelope sender (a negative reply to MAIL FROM): it speaks of
+    /// the configuration, never of a recipient, so the run stops before anyone is booked.
+    Sender,
 }
 
 /// A reply from the relay.
@@ -309,8 +312,10 @@ pub enum ConnectError {
 pub enum Delivery {
     /// Accepted.
     Sent(Reply),
-    /// Refused with a reply.
+    /// Refused with a reply (at RCPT, DATA or after the message).
     Refused(Reply),
+    /// MAIL FROM refused: the reply is about the sender or the relay, not the recipient.
+    SenderRefused(Reply),
     /// The connection broke or timed out before DATA went out: nothing was delivered.
     LostBeforeData(String),
     /// The connection broke or timed out after DATA went out: the outcome is unknown.
@@ -639,6 +644,9 @@ impl Connection {
                 Ok(Err(e)) => match Reply::from_error(&e) {
                     Some(reply) => {
                         self.reset().await;
+                        if what == "MAIL FROM" {
+                            return Delivery::SenderRefused(reply);
+                        }
                         return Delivery::Refused(reply);
                     }
                     None => {

@@ -984,6 +984,29 @@ impl Engine {
                     )
                 }
             },
+            Delivery::SenderRefused(reply) => {
+                // Never the recipient's failure: the relay pauses the run (4xx, rate,
+                // quota) or the run stops (the sender refused, a login missing).
+                let verdict = match reply.verdict() {
+                    v @ (Verdict::RelayBusy | Verdict::RelayQuota | Verdict::Auth) => v,
+                    Verdict::Transient => Verdict::RelayBusy,
+                    Verdict::Permanent | Verdict::Sender => Verdict::Sender,
+                };
+                let reason = reply.to_string();
+                (
+                    Event::Deferred {
+                        ts,
+                        run,
+                        key,
+                        email,
+                        message_id,
+                        code: Some(reply.code),
+                        reply: reply.text,
+                        test,
+                    },
+                    Outcome::Relay { verdict, reason },
+                )
+            }
             Delivery::LostBeforeData(reason) => (
                 Event::Failed {
                     ts,
@@ -1102,6 +1125,11 @@ impl Queue {
                 Verdict::Auth => {
                     report.stop.get_or_insert(Stop::Fatal(format!(
                         "the relay refused the login: {reason}"
+                    )));
+                }
+                Verdict::Sender => {
+                    report.stop.get_or_insert(Stop::Fatal(format!(
+                        "the relay refuses the sender: {reason}; check [sender] from, and that the login may send as that address"
                     )));
                 }
                 _ => self.pushback(report, progress, sending, job, reason, false),

@@ -1593,3 +1593,36 @@ fn an_unreachable_relay_exits_1_before_anyone_is_booked() {
     assert_eq!(error_lines(&run).len(), 1, "{}", run.all());
     assert!(env.events("run").is_empty() && env.events("attempt").is_empty());
 }
+
+#[test]
+fn a_refused_sender_stops_the_run_and_books_no_recipient_as_failed() {
+    // A relay that will not take our From address (a login that may not send as it) must
+    // not turn every recipient into failed-permanent, which `send` would never redeliver.
+    let refuse = Arc::new(AtomicBool::new(true));
+    let r = refuse.clone();
+    let server = SmtpServer::scripted(move |e, _| {
+        if matches!(e, Event::Mail { .. }) && r.load(Ordering::SeqCst) {
+            Action::reply(
+                "553 5.7.1 <dataskydd@example.se>: Sender address rejected: not owned by user",
+            )
+        } else {
+            Action::Default
+        }
+    });
+    let env = example(&server);
+    let run = send(&env, &[]);
+    run.expect_code(1);
+    assert!(run.all().contains("refuses the sender"), "{}", run.all());
+    assert_no_failures(&env);
+    assert!(server.received().is_empty());
+    assert_eq!(
+        env.events("deferred").len(),
+        1,
+        "only the first message was tried"
+    );
+
+    // The sender is fixed on the relay's side: the next send delivers to everyone.
+    refuse.store(false, Ordering::SeqCst);
+    send(&env, &[]).expect_code(0);
+    assert_eq!(server.received().len(), EXAMPLE_ROWS);
+}
