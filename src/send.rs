@@ -369,6 +369,9 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         };
     }
     out.summary(&report.summary(chosen.count, &journal_path));
+    if let Some(Stop::Fatal(reason)) = &report.stop {
+        out.error(reason);
+    }
     if let Err(e) = close {
         return Err(Fail::Fatal(e));
     }

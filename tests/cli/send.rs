@@ -1615,10 +1615,10 @@ fn a_refused_sender_stops_the_run_and_books_no_recipient_as_failed() {
     assert!(run.all().contains("refuses the sender"), "{}", run.all());
     assert_no_failures(&env);
     assert!(server.received().is_empty());
-    assert_eq!(
-        env.events("deferred").len(),
-        1,
-        "only the first message was tried"
+    let deferred = env.events("deferred").len();
+    assert!(
+        (1..=4).contains(&deferred),
+        "at most one try per connection before the stop: {deferred}"
     );
 
     // The sender is fixed on the relay's side: the next send delivers to everyone.
