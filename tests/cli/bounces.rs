@@ -621,20 +621,7 @@ fn postfix_dsns_book_exactly_the_unknown_addresses() {
     write_csv(&env, &rows);
     env.set("sender", "from", &format!("\"NEKTAB <{sender}>\""));
     env.set("sender", "reply_to", &format!("{sender:?}"));
-    env.set("smtp", "host", &format!("{:?}", postfix.host()));
-    env.set("smtp", "port", &postfix.port().to_string());
-    env.set("smtp", "security", "\"starttls\"");
-    env.set("smtp", "auth", "\"plain\"");
-    env.set("smtp", "username", &format!("{:?}", postfix.user()));
-    env.set("smtp", "password_env", &format!("{SMTP_VAR:?}"));
-    env.set(
-        "smtp",
-        "ca_file",
-        &format!("{:?}", postfix.ca_pem_path().display().to_string()),
-    );
-    env.set("smtp", "timeout_secs", "20");
-    env.set("sending", "rate", "\"1000/s\"");
-    env.set("sending", "retry_delay_secs", "0");
+    env.postfix_relay(postfix, SMTP_VAR);
     env.run_env(&["send", "--yes"], &[(SMTP_VAR, postfix.password())])
         .expect_code(0);
     assert!(env.latest().values().all(|s| s == "sent"));

@@ -411,20 +411,7 @@ fn send_through_real_postfix_delivers_what_preview_shows() {
     drop(writer);
     assert_eq!(mailboxes.len(), EXAMPLE_ROWS);
 
-    env.set("smtp", "host", &format!("{:?}", postfix.host()));
-    env.set("smtp", "port", &postfix.port().to_string());
-    env.set("smtp", "security", "\"starttls\"");
-    env.set("smtp", "auth", "\"plain\"");
-    env.set("smtp", "username", &format!("{:?}", postfix.user()));
-    env.set("smtp", "password_env", &format!("{PASSWORD_VAR:?}"));
-    env.set(
-        "smtp",
-        "ca_file",
-        &format!("{:?}", postfix.ca_pem_path().display().to_string()),
-    );
-    env.set("smtp", "timeout_secs", "20");
-    env.set("sending", "rate", "\"1000/s\"");
-    env.set("sending", "retry_delay_secs", "0");
+    env.postfix_relay(postfix, PASSWORD_VAR);
 
     env.run(&["preview"]).expect_code(0);
     let run = env.run_env(&["send", "--yes"], &[(PASSWORD_VAR, postfix.password())]);

@@ -162,6 +162,25 @@ impl TestEnv {
         self.set("sending", "retry_delay_secs", "0");
     }
 
+    /// Points the config at the shared Postfix: STARTTLS trusting its CA, AUTH PLAIN as its
+    /// user with the password read from the environment variable `password_var`.
+    pub fn postfix_relay(&self, postfix: &super::postfix::Postfix, password_var: &str) {
+        self.set("smtp", "host", &format!("{:?}", postfix.host()));
+        self.set("smtp", "port", &postfix.port().to_string());
+        self.set("smtp", "security", "\"starttls\"");
+        self.set("smtp", "auth", "\"plain\"");
+        self.set("smtp", "username", &format!("{:?}", postfix.user()));
+        self.set("smtp", "password_env", &format!("{password_var:?}"));
+        self.set(
+            "smtp",
+            "ca_file",
+            &format!("{:?}", postfix.ca_pem_path().display().to_string()),
+        );
+        self.set("smtp", "timeout_secs", "20");
+        self.set("sending", "rate", "\"1000/s\"");
+        self.set("sending", "retry_delay_secs", "0");
+    }
+
     /// A command for the binary in this folder, with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
