@@ -512,6 +512,7 @@ mod tests {
             code: None,
             reason: None,
             attempts: 1,
+            before_attempt: (State::Pending, None, None),
         }
     }
 

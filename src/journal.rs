@@ -9,7 +9,8 @@
 //!
 //! Beyond the contract's events this journal has `unknown` (the connection was lost after
 //! DATA: the outcome cannot be known), `deferred` (the relay, not the recipient, refused:
-//! back to pending) and `end` (how a run ended).
+//! back to pending), `withdrawn` (an attempt journaled ahead whose message never went out:
+//! back to the state before that attempt) and `end` (how a run ended).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -227,6 +228,25 @@ pub enum Event {
         #[serde(skip_serializing_if = "is_false")]
         test: bool,
     },
+    /// An attempt was journaled ahead of its message, and the run stopped (or found no
+    /// connection) before the message's first byte went out: back to the state before.
+    Withdrawn {
+        /// When.
+        ts: String,
+        /// Run id.
+        run: String,
+        /// Recipient key.
+        key: String,
+        /// Address.
+        email: String,
+        /// Message-ID.
+        message_id: String,
+        /// Why it never went out.
+        reason: String,
+        /// A test delivery.
+        #[serde(skip_serializing_if = "is_false")]
+        test: bool,
+    },
     /// A delivery report came back.
     Bounced {
         /// When it was booked.
@@ -265,6 +285,7 @@ impl Event {
             | Event::Failed { key, .. }
             | Event::Unknown { key, .. }
             | Event::Deferred { key, .. }
+            | Event::Withdrawn { key, .. }
             | Event::Bounced { key, .. } => Some(key),
             _ => None,
         }
@@ -331,6 +352,8 @@ pub struct Recipient {
     pub reason: Option<String>,
     /// Attempts over all runs.
     pub attempts: u32,
+    /// What the latest attempt replaced, for a `withdrawn` event to put back.
+    pub(crate) before_attempt: (State, Option<u16>, Option<String>),
 }
 
 impl Recipient {
@@ -446,6 +469,9 @@ impl Journal {
         })?;
         let mut reader = Reader::new(shown);
         reader.j.torn_tail = complete.len() < bytes.len();
+        // An attempt and its outcome take about 450 bytes: sizing the map for that spares
+        // it growing (and copying itself) twenty times over a large journal.
+        reader.j.recipients.reserve(complete.len() / 500);
         // Parsing JSON is most of the work: the cores parse chunks of the journal (cut at
         // line ends), and this thread books the chunks' lines in order.
         let chunks = complete.len().div_ceil(PARSE_CHUNK).max(1);
@@ -453,18 +479,28 @@ impl Journal {
             .map_or(1, |n| n.get())
             .clamp(1, 4);
         let next_chunk = std::sync::atomic::AtomicUsize::new(0);
+        // The lines' vectors go back to the workers once booked: fresh memory for every
+        // chunk would have the kernel clear a page for every 20 lines or so.
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<(usize, Line)>>();
+        let free_rx = std::sync::Mutex::new(free_rx);
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Parsed)>(workers * 2);
             for _ in 0..workers {
                 let tx = tx.clone();
                 let next_chunk = &next_chunk;
+                let free_rx = &free_rx;
                 scope.spawn(move || {
                     loop {
                         let k = next_chunk.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         if k >= chunks {
                             return;
                         }
-                        let parsed = parse_chunk(chunk_text(complete, k));
+                        let lines = free_rx
+                            .lock()
+                            .ok()
+                            .and_then(|rx| rx.try_recv().ok())
+                            .unwrap_or_default();
+                        let parsed = parse_chunk(chunk_text(complete, k), lines);
                         let failed = parsed.error.is_some();
                         if tx.send((k, parsed)).is_err() || failed {
                             return;
@@ -477,9 +513,9 @@ impl Journal {
             let (mut next, mut line_base) = (0usize, 0usize);
             for (k, parsed) in rx {
                 waiting.insert(k, parsed);
-                while let Some(parsed) = waiting.remove(&next) {
+                while let Some(mut parsed) = waiting.remove(&next) {
                     next += 1;
-                    for (i, line) in parsed.lines {
+                    for (i, line) in parsed.lines.drain(..) {
                         reader.book(line_base + i + 1, line)?;
                     }
                     if let Some((i, e)) = parsed.error {
@@ -490,6 +526,7 @@ impl Journal {
                         bail!("{shown}:{n}: malformed journal line: {e}");
                     }
                     line_base += parsed.count;
+                    let _ = free_tx.send(parsed.lines);
                 }
             }
             Ok(())
@@ -509,6 +546,7 @@ impl Journal {
                     code: None,
                     reason: None,
                     attempts: 0,
+                    before_attempt: (State::Pending, None, None),
                 },
             );
         }
@@ -570,9 +608,11 @@ fn chunk_text(text: &str, k: usize) -> &str {
     &text[start..end]
 }
 
-fn parse_chunk(text: &str) -> Parsed<'_> {
+fn parse_chunk<'a>(text: &'a str, mut lines: Vec<(usize, Line<'a>)>) -> Parsed<'a> {
+    lines.clear();
+    lines.reserve(text.len() / 160 + 1);
     let mut parsed = Parsed {
-        lines: Vec::with_capacity(text.len() / 160 + 1),
+        lines,
         count: 0,
         error: None,
     };
@@ -669,7 +709,7 @@ impl<'a> Reader<'a> {
                     j.runs[r].outcome = line.outcome.as_deref().map(str::to_string);
                 }
             }
-            event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred") => {
+            event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred" | "withdrawn") => {
                 let missing =
                     |field: &str| anyhow!("{shown}:{line_no}: {event} event without {field}");
                 let key = line.key.as_deref().ok_or_else(|| missing("key"))?;
@@ -711,8 +751,22 @@ impl<'a> Reader<'a> {
                     _ => State::Pending,
                 };
                 let update = |entry: &mut Recipient| {
+                    if event == "withdrawn" {
+                        // The attempt never became a delivery: what it replaced comes back.
+                        let (state, code, reason) = std::mem::replace(
+                            &mut entry.before_attempt,
+                            (State::Pending, None, None),
+                        );
+                        entry.attempts = entry.attempts.saturating_sub(1);
+                        entry.state = state;
+                        entry.code = code;
+                        entry.reason = reason;
+                        return;
+                    }
                     if event == "attempt" {
                         entry.attempts += 1;
+                        entry.before_attempt =
+                            (entry.state, entry.code.take(), entry.reason.take());
                     }
                     entry.state = state;
                     set(&mut entry.email, email);
@@ -766,7 +820,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-type Ticket = tokio::sync::oneshot::Receiver<Result<(), String>>;
+/// Resolves when an appended line is durable (or could not be written).
+pub type Ticket = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 enum Msg {
     Line(
@@ -1147,6 +1202,63 @@ mod tests {
         assert_eq!(j.runs[0].sent, 1);
         assert_eq!(j.runs[0].failed, 1);
         assert_eq!(j.sent_last_24h, 1);
+    }
+
+    fn withdrawn(key: &str, run: &str) -> Event {
+        Event::Withdrawn {
+            ts: now(),
+            run: run.into(),
+            key: key.into(),
+            email: format!("{key}@example.se"),
+            message_id: format!("<c.{key}@example.se>"),
+            reason: "the run stopped before this message went out".into(),
+            test: false,
+        }
+    }
+
+    #[test]
+    fn withdrawn_puts_back_the_state_before_the_attempt() {
+        let transient = Event::Failed {
+            ts: now(),
+            run: "R".into(),
+            key: "t".into(),
+            email: "t@example.se".into(),
+            message_id: "<c.t@example.se>".into(),
+            code: Some(451),
+            enhanced: Some("4.3.0".into()),
+            reply: "try later".into(),
+            class: Class::Transient,
+            test: false,
+        };
+        let events = [
+            run_event("R", "t", false),
+            attempt("p", "R"),
+            withdrawn("p", "R"),
+            attempt("t", "R"),
+            transient,
+            run_event("S", "t", false),
+            attempt("t", "S"),
+            withdrawn("t", "S"),
+            attempt("u", "R"),
+            run_event("V", "t", false),
+            attempt("u", "V"),
+            withdrawn("u", "V"),
+        ];
+        let j = Journal::parse(&text(&events), "j").expect("parses");
+        assert_eq!(j.state("p"), State::Pending);
+        assert_eq!(j.recipients["p"].attempts, 0);
+        assert_eq!(j.state("t"), State::FailedTransient);
+        assert_eq!(j.recipients["t"].code, Some(451));
+        assert_eq!(j.recipients["t"].why(), "try later");
+        assert_eq!(j.recipients["t"].attempts, 1);
+        // An attempt with no outcome stays unknown under a later withdrawn attempt.
+        assert_eq!(j.state("u"), State::Unknown);
+        assert_eq!(j.recipients["u"].attempts, 1);
+        let line = serde_json::to_string(&withdrawn("p", "R")).expect("json");
+        assert!(
+            line.starts_with("{\"event\":\"withdrawn\",\"ts\":"),
+            "{line}"
+        );
     }
 
     #[test]

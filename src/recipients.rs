@@ -794,50 +794,65 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
     if text.is_empty() {
         return Err("the address is empty".into());
     }
-    let shown = quoted_bounded(text);
+    let shown = || quoted_bounded(text);
     if text.contains(['\r', '\n']) {
-        return Err(format!("{shown} contains a line break"));
+        return Err(format!("{} contains a line break", shown()));
     }
     if text.contains('<') || text.contains('>') || text.contains('(') {
         return Err(format!(
-            "{shown} is not a bare address: put only the address (name@example.se) in this column, the name in its own"
+            "{} is not a bare address: put only the address (name@example.se) in this column, the name in its own",
+            shown()
         ));
     }
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "{shown} is not a valid address: it contains a space"
+            "{} is not a valid address: it contains a space",
+            shown()
         ));
     }
     if text.contains(',') || text.contains(';') {
-        return Err(format!("{shown} holds more than one address; one per row"));
+        return Err(format!(
+            "{} holds more than one address; one per row",
+            shown()
+        ));
     }
     let Some((local, domain)) = text.rsplit_once('@') else {
-        return Err(format!("{shown} is not a valid address: no @"));
+        return Err(format!("{} is not a valid address: no @", shown()));
     };
     if local.is_empty() {
-        return Err(format!("{shown} is not a valid address: nothing before @"));
+        return Err(format!(
+            "{} is not a valid address: nothing before @",
+            shown()
+        ));
     }
     if domain.is_empty() {
-        return Err(format!("{shown} is not a valid address: no domain after @"));
+        return Err(format!(
+            "{} is not a valid address: no domain after @",
+            shown()
+        ));
     }
     if local.contains('@') || local.contains('"') {
         return Err(format!(
-            "{shown} is not a valid address: quoted or several @ are not accepted"
+            "{} is not a valid address: quoted or several @ are not accepted",
+            shown()
         ));
     }
     if !local.is_ascii() {
         return Err(format!(
-            "{shown}: letters like å, ä, ö before @ are not supported by most relays; check the address with the customer"
+            "{}: letters like å, ä, ö before @ are not supported by most relays; check the address with the customer",
+            shown()
         ));
     }
     if local.len() > 64 {
         return Err(format!(
-            "{shown} is not a valid address: more than 64 characters before @"
+            "{} is not a valid address: more than 64 characters before @",
+            shown()
         ));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Err(format!(
-            "{shown} is not a valid address: a dot at the start or end of the name, or two dots"
+            "{} is not a valid address: a dot at the start or end of the name, or two dots",
+            shown()
         ));
     }
     const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~.";
@@ -846,12 +861,14 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         .find(|c| !c.is_ascii_alphanumeric() && !ATEXT.contains(*c))
     {
         return Err(format!(
-            "{shown} is not a valid address: {bad:?} is not allowed before @"
+            "{} is not a valid address: {bad:?} is not allowed before @",
+            shown()
         ));
     }
     if domain.ends_with('.') {
         return Err(format!(
-            "{shown} is not a valid address: the domain ends with a dot"
+            "{} is not a valid address: the domain ends with a dot",
+            shown()
         ));
     }
     let ascii = if domain.is_ascii() {
@@ -861,26 +878,30 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
             Ok(d) => d,
             Err(_) => {
                 return Err(format!(
-                    "{shown}: the domain {domain:?} is not a valid internationalized domain name"
+                    "{}: the domain {domain:?} is not a valid internationalized domain name",
+                    shown()
                 ));
             }
         }
     };
     if ascii.len() > 253 {
         return Err(format!(
-            "{shown} is not a valid address: the domain is too long"
+            "{} is not a valid address: the domain is too long",
+            shown()
         ));
     }
     let labels: Vec<&str> = ascii.split('.').collect();
     if labels.len() < 2 {
         return Err(format!(
-            "{shown} is not a valid address: the domain {domain:?} has no dot (example.se)"
+            "{} is not a valid address: the domain {domain:?} has no dot (example.se)",
+            shown()
         ));
     }
     for label in &labels {
         if label.is_empty() {
             return Err(format!(
-                "{shown} is not a valid address: the domain has an empty part (two dots)"
+                "{} is not a valid address: the domain has an empty part (two dots)",
+                shown()
             ));
         }
         if label.len() > 63
@@ -889,7 +910,8 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
             || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return Err(format!(
-                "{shown} is not a valid address: {label:?} is not a valid part of a domain"
+                "{} is not a valid address: {label:?} is not a valid part of a domain",
+                shown()
             ));
         }
     }
@@ -898,7 +920,8 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
         .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
     {
         return Err(format!(
-            "{shown} is not a valid address: the domain ends in a number"
+            "{} is not a valid address: the domain ends in a number",
+            shown()
         ));
     }
     Ok(format!("{local}@{ascii}"))

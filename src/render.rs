@@ -267,32 +267,46 @@ const MONTHS: [&str; 12] = [
 /// without month and year (`manad=false`, for "natten mellan fredagen den 6 och lördagen
 /// den 7 oktober 2023"): `fredagen den 6`. Accepts a date-time too, using its date.
 pub fn svensk_datum(iso: &str, weekday: bool, month: bool) -> std::result::Result<String, String> {
-    let date = iso.trim().get(..10).unwrap_or(iso.trim());
-    let parts: Vec<&str> = date.split('-').collect();
     let bad = || format!("svensk_datum: {iso:?} is not a date like 2023-10-06");
-    if parts.len() != 3 || parts[0].len() != 4 || parts[1].len() != 2 || parts[2].len() != 2 {
+    let trimmed = iso.trim();
+    let date = trimmed.get(..10).unwrap_or(trimmed).as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        date.get(range)?.iter().try_fold(0u32, |n, b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    let (Some(y), Some(m), Some(d)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return Err(bad());
+    };
+    if date.len() != 10 || date[4] != b'-' || date[7] != b'-' {
         return Err(bad());
     }
-    let y: i64 = parts[0].parse().map_err(|_| bad())?;
-    let m: u32 = parts[1].parse().map_err(|_| bad())?;
-    let d: u32 = parts[2].parse().map_err(|_| bad())?;
+    let y = i64::from(y);
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return Err(bad());
     }
-    let month_name = MONTHS[(m - 1) as usize];
-    let wd = WEEKDAYS[weekday_monday0(y, m, d)];
-    if !month {
-        return Ok(if weekday {
-            format!("{wd} den {d}")
-        } else {
-            d.to_string()
-        });
-    }
-    let month = month_name;
+    let mut out = String::with_capacity(32);
     if weekday {
-        Ok(format!("{wd} den {d} {month} {y}"))
+        out.push_str(WEEKDAYS[weekday_monday0(y, m, d)]);
+        out.push_str(" den ");
+    }
+    push_number(&mut out, i64::from(d));
+    if month {
+        out.push(' ');
+        out.push_str(MONTHS[(m - 1) as usize]);
+        out.push(' ');
+        push_number(&mut out, y);
+    }
+    Ok(out)
+}
+
+/// Appends a number in decimal without going through the formatting machinery.
+fn push_number(out: &mut String, n: i64) {
+    use std::fmt::Write;
+    if (0..10).contains(&n) {
+        out.push(char::from(b'0' + n as u8));
     } else {
-        Ok(format!("{d} {month} {y}"))
+        let _ = write!(out, "{n}");
     }
 }
 

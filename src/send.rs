@@ -459,6 +459,8 @@ struct Job {
     rcpt: Address,
     message_id: String,
     bytes: Arc<Vec<u8>>,
+    /// The same, ready for DATA.
+    wire: Arc<relay::Wire>,
     archive_name: String,
     /// Attempts made in this run.
     attempts: u32,
@@ -633,6 +635,10 @@ impl Engine {
         let mut queue = Queue::new();
         let mut producer_done = false;
         let mut next: Option<Job> = None;
+        // Jobs whose attempt is journaled ahead, so that its fsync runs while the
+        // connections are busy with earlier messages instead of in front of this one.
+        let window = concurrency * 2;
+        let mut staged: VecDeque<(Job, journal::Ticket)> = VecDeque::new();
         let mut dispatched_budget = 0u64;
         let mut interrupts = 0u32;
         let ctrl_c = tokio::signal::ctrl_c();
@@ -640,12 +646,20 @@ impl Engine {
 
         loop {
             let stopping = report.stop.is_some();
+            if !stopping
+                && staged.len() < window
+                && daily_budget.is_none_or(|b| dispatched_budget + (staged.len() as u64) < b)
+                && let Some(job) = next.take()
+            {
+                staged.push_back(this.stage(job));
+            }
             if stopping && in_flight == 0 {
                 break;
             }
             if !stopping
                 && producer_done
                 && next.is_none()
+                && staged.is_empty()
                 && queue.front.is_empty()
                 && queue.retries.is_empty()
                 && in_flight == 0
@@ -664,8 +678,8 @@ impl Engine {
             let paused = queue
                 .paused_until
                 .is_some_and(|p| p > tokio::time::Instant::now());
-            let want_job = next.is_none() && !stopping;
-            let can_dispatch = next.is_some()
+            let want_job = next.is_none() && !stopping && staged.len() < window;
+            let can_dispatch = !staged.is_empty()
                 && !stopping
                 && !paused
                 && !idle.is_empty()
@@ -696,7 +710,7 @@ impl Engine {
                     in_flight -= 1;
                     queue.handle(&mut report, progress, &sending, job, outcome);
                 }
-                _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && next.is_some() => {
+                _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && (next.is_some() || !staged.is_empty()) => {
                     queue.paused_until = None;
                 }
                 job = async {
@@ -727,14 +741,14 @@ impl Engine {
                 _ = async {
                     if let Some(l) = &limiter { l.until_ready().await }
                 }, if can_dispatch => {
-                    if let (Some(job), Some(conn)) = (next.take(), idle.pop()) {
+                    if let (Some((job, ticket)), Some(conn)) = (staged.pop_front(), idle.pop()) {
                         in_flight += 1;
                         dispatched_budget += 1;
                         let this = this.clone();
                         let tx = res_tx.clone();
                         let give_back = conn_tx.clone();
                         tokio::spawn(async move {
-                            let (job, outcome, slot) = this.attempt(conn, job, &give_back).await;
+                            let (job, outcome, slot) = this.attempt(conn, job, ticket, &give_back).await;
                             let _ = tx.send((job, outcome)).await;
                             // Sent after the outcome: the dispatcher takes the outcome first.
                             if let Slot::Later(conn) = slot {
@@ -745,7 +759,18 @@ impl Engine {
                 }
             }
         }
-        // Whatever is still queued was not attempted; close connections politely.
+        // Whatever is still queued was not attempted; attempts journaled ahead are
+        // withdrawn; connections are closed politely.
+        for (mut job, ticket) in staged {
+            let _ = ticket.await;
+            if this
+                .withdraw(&mut job, "the run stopped before this message went out")
+                .await
+                .is_err()
+            {
+                report.unbooked.push(job.key);
+            }
+        }
         drop(job_rx);
         while let Ok(c) = conn_rx.try_recv() {
             idle.push(c);
@@ -815,6 +840,7 @@ impl Engine {
             email: built.rcpt.clone(),
             rcpt,
             message_id: built.message_id,
+            wire: Arc::new(relay::Wire::new(&built.bytes)),
             bytes: Arc::new(built.bytes),
             archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
             attempts: 0,
@@ -824,6 +850,38 @@ impl Engine {
                 .get(&recipient.key)
                 .map_or(0, |r| r.attempts),
         })
+    }
+
+    /// Journals the job's next attempt, ahead of its delivery; the ticket says when the
+    /// line is durable.
+    fn stage(&self, mut job: Job) -> (Job, journal::Ticket) {
+        job.attempts += 1;
+        let ticket = self.writer.append(&Event::Attempt {
+            ts: journal::now(),
+            run: self.run.clone(),
+            key: job.key.clone(),
+            email: job.email.clone(),
+            message_id: job.message_id.clone(),
+            attempt: job.earlier + job.attempts,
+            test: self.plan.selection.is_test(),
+        });
+        (job, ticket)
+    }
+
+    /// Takes back an attempt journaled ahead whose message never went out, durably.
+    async fn withdraw(&self, job: &mut Job, reason: &str) -> Result<()> {
+        job.attempts = job.attempts.saturating_sub(1);
+        self.writer
+            .append_durable(&Event::Withdrawn {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                reason: reason.to_string(),
+                test: self.plan.selection.is_test(),
+            })
+            .await
     }
 
     /// One delivery: connection, durable attempt, transaction, durable outcome.
@@ -839,6 +897,7 @@ impl Engine {
         &self,
         conn: Option<Connection>,
         mut job: Job,
+        ticket: journal::Ticket,
         give_back: &mpsc::UnboundedSender<Option<Connection>>,
     ) -> (Job, Outcome, Slot) {
         let test = self.plan.selection.is_test();
@@ -857,36 +916,42 @@ impl Engine {
             Some(c) => c,
             None => match relay::connect(&self.settings).await {
                 Ok(c) => c,
-                Err(e) => return (job, Outcome::NoConnection(e), Slot::Later(None)),
+                Err(e) => {
+                    // Nothing went out: the attempt journaled ahead is withdrawn.
+                    let _ = ticket.await;
+                    if let Err(w) = self.withdraw(&mut job, &e.to_string()).await {
+                        let failed = Outcome::JournalFailed {
+                            reason: format!("{w:#}"),
+                            booked_unknown: true,
+                        };
+                        return (job, failed, Slot::Later(None));
+                    }
+                    return (job, Outcome::NoConnection(e), Slot::Later(None));
+                }
             },
         };
         if self.writer.is_broken() {
             let failed = Outcome::JournalFailed {
                 reason: "the journal cannot be written".into(),
-                booked_unknown: false,
+                booked_unknown: true,
             };
             return (job, failed, Slot::Later(Some(Box::new(conn))));
         }
-        job.attempts += 1;
-        let attempt = Event::Attempt {
-            ts: journal::now(),
-            run: self.run.clone(),
-            key: job.key.clone(),
-            email: job.email.clone(),
-            message_id: job.message_id.clone(),
-            attempt: job.earlier + job.attempts,
-            test,
-        };
-        // Durable before the message's DATA goes out (awaited after the relay's 354).
-        let ticket = self.writer.append(&attempt);
+        // The attempt was journaled when the job was staged; it is durable before the
+        // message's DATA goes out (awaited after the relay's 354).
+        // An attempt journaled ahead may be durable while a later line (another message's
+        // outcome) failed: no message goes out once the journal cannot be written.
         let durable = async {
             match ticket.await {
+                Ok(Ok(())) if self.writer.is_broken() => {
+                    Err("the journal cannot be written".to_string())
+                }
                 Ok(result) => result,
                 Err(_) => Err("the journal writer stopped".to_string()),
             }
         };
         let delivery = conn
-            .deliver(&self.settings.from, &job.rcpt, &job.bytes, durable)
+            .deliver(&self.settings.from, &job.rcpt, &job.wire, durable)
             .await;
         if let Delivery::NotSent(e) = delivery {
             conn.quit().await;
@@ -1251,6 +1316,7 @@ mod tests {
             rcpt: format!("{k}@example.se").parse().expect("address"),
             message_id: String::new(),
             bytes: Arc::new(Vec::new()),
+            wire: Arc::new(relay::Wire::new(b"")),
             archive_name: String::new(),
             attempts: 1,
             earlier: 0,

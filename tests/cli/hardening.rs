@@ -1050,8 +1050,12 @@ fn full_journal_summary_counts_delivered_but_unbooked_as_unknown() {
     run.expect_code(1);
     let events = complete_journal(&env);
     let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
-    let unbooked =
-        count("attempt") - count("sent") - count("failed") - count("unknown") - count("deferred");
+    let unbooked = count("attempt")
+        - count("sent")
+        - count("failed")
+        - count("unknown")
+        - count("deferred")
+        - count("withdrawn");
     assert!(
         run.stdout.contains(&format!("unknown {unbooked},")),
         "{} attempts have no outcome:\n{}",

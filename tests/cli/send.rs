@@ -162,7 +162,7 @@ fn assert_every_attempt_has_an_outcome(events: &[serde_json::Value]) {
                     "two attempts without an outcome in between: {id:?}"
                 );
             }
-            Some("sent" | "failed" | "unknown" | "deferred") => {
+            Some("sent" | "failed" | "unknown" | "deferred" | "withdrawn") => {
                 assert!(
                     open.remove(&id).is_some(),
                     "an outcome without an attempt: {e}"
@@ -200,15 +200,27 @@ fn journal_tolerant(env: &TestEnv) -> Vec<serde_json::Value> {
 /// Each key's state from raw events (`unknown` for an attempt without outcome).
 fn states_of(events: &[serde_json::Value]) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
+    let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
     for e in events {
         if e["test"] == true {
             continue;
         }
         let Some(k) = e["key"].as_str() else { continue };
         let s = match (e["event"].as_str().unwrap_or(""), e["class"].as_str()) {
-            ("attempt" | "unknown", _) => "unknown".to_string(),
+            ("attempt", _) => {
+                before.insert(k.to_string(), m.get(k).cloned());
+                "unknown".to_string()
+            }
+            ("unknown", _) => "unknown".to_string(),
             ("failed", Some(c)) => format!("failed-{c}"),
             ("deferred", _) => "pending".to_string(),
+            ("withdrawn", _) => match before.remove(k).flatten() {
+                Some(s) => s,
+                None => {
+                    m.remove(k);
+                    continue;
+                }
+            },
             (other, _) => other.to_string(),
         };
         m.insert(k.to_string(), s);
@@ -548,6 +560,82 @@ fn rcpt_550_user_unknown_is_failed_permanent_and_not_retried() {
 }
 
 #[test]
+fn pipelined_transactions_end_in_the_states_of_their_replies() {
+    // The relay offers PIPELINING: MAIL, RCPT and DATA go out in one write, and each reply
+    // still counts for its own command, even after an earlier one in the group was refused.
+    let server = SmtpServer::start(ServerOptions::default().pipelining().hook(
+        smtp_server::first_of(vec![
+            smtp_server::fail_rcpt(
+                MARTA,
+                "550 5.1.1 <marta.sjostrom@example.org>: Recipient address rejected: User unknown",
+            ),
+            smtp_server::fail_rcpt_times(
+                "asa.oberg@example.se",
+                1,
+                "451 4.3.0 <asa.oberg@example.se>: Temporary lookup failure",
+            ),
+            smtp_server::drop_at_rcpt_times("per-erik.lindqvist@example.com", 1),
+            smtp_server::drop_after_data("jons.akesson@example.se"),
+            smtp_server::fail_data_for("goran.arlig@example.se", "554 5.7.1 Message refused"),
+        ]),
+    ));
+    let env = example(&server);
+    let run = env.run(&["-vv", "send", "--yes"]);
+    run.expect_code(3);
+    assert!(run.stderr.contains("(pipelined)"), "{}", run.all());
+    assert_every_attempt_has_an_outcome(&env.journal());
+    let st = states(&env);
+    assert_eq!(st.len(), EXAMPLE_ROWS, "{st:?}");
+    for (key, s) in &st {
+        let want = match key.as_str() {
+            MARTA_KEY | "1008" => "failed-permanent",
+            "1006" => "unknown",
+            _ => "sent",
+        };
+        assert_eq!(s, want, "{key}: {st:?}");
+    }
+    // The 451 and the dropped connection were retried.
+    assert_eq!(events_for(&env, "failed", "1001").len(), 1);
+    assert_eq!(events_for(&env, "failed", "1002").len(), 1);
+    let refused = events_for(&env, "failed", MARTA_KEY);
+    assert_eq!(refused[0]["code"], 550);
+    assert_eq!(events_for(&env, "failed", "1008")[0]["code"], 554);
+    // Received: all but the two refused and the one whose connection dropped after DATA.
+    let received = rcpts(&server.received());
+    assert_eq!(received.len(), EXAMPLE_ROWS - 3, "{received:?}");
+    for gone in [MARTA, "goran.arlig@example.se", "jons.akesson@example.se"] {
+        assert!(!received.contains(&gone.to_string()), "{gone}");
+    }
+}
+
+#[test]
+fn pipelined_mail_from_refused_pauses_and_books_no_recipient() {
+    // A refused MAIL FROM in a pipelined group: the RCPT and DATA replies after it are
+    // read (and are refusals too), the run pauses, and no recipient is booked as failed.
+    let server = SmtpServer::start(
+        ServerOptions::default()
+            .pipelining()
+            .hook(smtp_server::fail_mail_times(1, "451 4.3.0 Try again later")),
+    );
+    let env = example(&server);
+    let run = env.run(&["-vv", "send", "--yes"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("(pipelined)"), "{}", run.all());
+    assert_every_attempt_has_an_outcome(&env.journal());
+    assert!(
+        env.events("failed").is_empty(),
+        "{:?}",
+        env.events("failed")
+    );
+    assert_eq!(env.events("deferred").len(), 1);
+    let st = states(&env);
+    assert_eq!(st.len(), EXAMPLE_ROWS);
+    assert!(st.values().all(|s| s == "sent"), "{st:?}");
+    let ids: BTreeSet<String> = server.received().iter().map(message_id).collect();
+    assert_eq!(ids.len(), EXAMPLE_ROWS, "each once");
+}
+
+#[test]
 fn rcpt_451_twice_then_accepted_is_sent_after_three_attempts() {
     let server = SmtpServer::start(ServerOptions::default().hook(smtp_server::fail_rcpt_times(
         MARTA,
@@ -696,9 +784,25 @@ fn daily_quota_stops_cleanly_and_the_next_send_resumes_without_duplicates() {
         let s = st.get(key).map_or("pending", String::as_str);
         assert_eq!(s, if i < 5 { "sent" } else { "pending" }, "{key}");
     }
-    // The one the quota refused has an attempt and a `deferred`; the rest have no event.
+    // The one the quota refused has an attempt and a `deferred`. Attempts journaled ahead
+    // (at most two per connection) are withdrawn: an attempt and a `withdrawn` each, back
+    // to pending. The rest have no event.
     let with_events: BTreeSet<&str> = all.iter().filter_map(|e| e["key"].as_str()).collect();
-    assert_eq!(with_events.len(), 6, "{with_events:?}");
+    let withdrawn: BTreeSet<String> = env
+        .events("withdrawn")
+        .iter()
+        .filter_map(|e| e["key"].as_str().map(str::to_string))
+        .collect();
+    assert!(withdrawn.len() <= 2, "{withdrawn:?}");
+    for key in &withdrawn {
+        let kinds: Vec<&str> = all
+            .iter()
+            .filter(|e| e["key"] == key.as_str())
+            .filter_map(|e| e["event"].as_str())
+            .collect();
+        assert_eq!(kinds, ["attempt", "withdrawn"], "{key}");
+    }
+    assert_eq!(with_events.len(), 6 + withdrawn.len(), "{with_events:?}");
     assert_eq!(env.events("deferred").len(), 1);
     let end = env.events("end");
     assert!(

@@ -230,6 +230,8 @@ impl TestEnv {
     /// Each key's latest event kind (the state as the contract defines it, roughly).
     pub fn latest(&self) -> std::collections::BTreeMap<String, String> {
         let mut m = std::collections::BTreeMap::new();
+        // What each key's latest attempt replaced, for `withdrawn` to put back.
+        let mut before: std::collections::BTreeMap<String, Option<String>> = Default::default();
         for e in self.journal() {
             if e["test"] == true {
                 continue;
@@ -238,7 +240,17 @@ impl TestEnv {
                 let kind = e["event"].as_str().unwrap_or("").to_string();
                 let state = match (kind.as_str(), e["class"].as_str()) {
                     ("failed", Some(c)) => format!("failed-{c}"),
-                    ("attempt", _) => "unknown".to_string(),
+                    ("attempt", _) => {
+                        before.insert(k.to_string(), m.get(k).cloned());
+                        "unknown".to_string()
+                    }
+                    ("withdrawn", _) => match before.remove(k).flatten() {
+                        Some(s) => s,
+                        None => {
+                            m.remove(k);
+                            continue;
+                        }
+                    },
                     ("bounced", Some("transient")) => continue,
                     _ => kind,
                 };
