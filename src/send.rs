@@ -3,9 +3,12 @@
 //!
 //! `retry` is a choice of recipients, not a second sender: both go through `deliver`.
 //! One dispatcher awaits the rate limiter (governor's waiters are not served in order) and
-//! hands each message to an idle connection; at most `concurrency` connections exist. A
-//! worker journals the attempt durably before MAIL FROM, delivers, and journals the outcome
-//! durably before the dispatcher counts it. Replies about the relay rather than the
+//! hands each message to an idle connection; at most `concurrency` connections exist. The
+//! dispatcher journals the attempts of the next few messages (twice `concurrency`) before a
+//! connection is free, so that their fsync overlaps earlier deliveries; a worker sends the
+//! message only once its attempt is durable, and journals the outcome durably before the
+//! dispatcher counts it. An attempt whose message never went out (the run stopped, no
+//! connection) is `withdrawn`. Replies about the relay rather than the
 //! recipient pause the whole run, or stop it cleanly; one recipient's failure never stops
 //! the batch.
 
