@@ -133,8 +133,19 @@ impl Mailing {
     pub fn pipeline<T: Send>(
         &self,
         work: impl Fn(u64, &Recipient) -> T + Sync,
+        take: impl FnMut(Recipient, T) -> Result<()>,
+    ) -> Result<Scan> {
+        self.pipeline_at(Priority::Normal, work, take)
+    }
+
+    /// `pipeline` on threads of the given priority.
+    pub fn pipeline_at<T: Send>(
+        &self,
+        priority: Priority,
+        work: impl Fn(u64, &Recipient) -> T + Sync,
         mut take: impl FnMut(Recipient, T) -> Result<()>,
     ) -> Result<Scan> {
+        priority.apply();
         type Done<T> = (u64, Vec<Recipient>, Vec<T>);
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -149,6 +160,7 @@ impl Mailing {
                 let done_tx = done_tx.clone();
                 let work_rx = &work_rx;
                 scope.spawn(move || {
+                    priority.apply();
                     loop {
                         let next = match work_rx.lock() {
                             Ok(rx) => rx.recv(),
@@ -263,4 +275,29 @@ fn take(
         }
     }
     Ok(())
+}
+
+/// How urgently the pipeline's threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// As the rest of the process.
+    Normal,
+    /// Behind the rest (nice 10): `send` builds messages ahead on these threads, and the
+    /// threads that talk to the relay and write the journal must not wait for a core each
+    /// time a reply comes in.
+    Background,
+}
+
+impl Priority {
+    /// Sets the calling thread's priority (on Linux a thread's nice value is its own).
+    fn apply(self) {
+        if self == Priority::Background {
+            // SAFETY: gettid and setpriority take and return plain integers; a failure only
+            // leaves the thread at its normal priority.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            }
+        }
+    }
 }

@@ -134,44 +134,46 @@ const fn qp_literals() -> [bool; 256] {
 }
 const QP_LITERAL: [bool; 256] = qp_literals();
 
+/// Bytes copied as they are inside a line: the literals, and space and tab (which are
+/// encoded only at the end of a line).
+const fn qp_plain() -> [bool; 256] {
+    let mut t = qp_literals();
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t
+}
+const QP_PLAIN: [bool; 256] = qp_plain();
+
 /// Quoted-printable with CRLF line ends and lines of at most 76 characters: printable
 /// ASCII but `=` as is, everything else as `=XX`, white space at a line's end encoded.
-/// Runs of literal bytes are copied whole: this is on the hot path of a fast send.
+/// Runs of plain bytes are found with one table lookup a byte and copied whole: this is
+/// on the hot path of a fast send.
 pub fn quoted_printable(text: &str) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = Vec::with_capacity(text.len() + text.len() / 4 + 16);
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 2 + 16);
+    for (n, line) in text.split('\n').enumerate() {
+        if n > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
         let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
+        let len = line.len();
         let mut col = 0usize;
         let mut i = 0usize;
-        while i < line.len() {
-            // A run of literal bytes (spaces and tabs too, unless last on the line), as
-            // long as it fits before the soft break.
-            let room = 75usize.saturating_sub(col);
+        while i < len {
+            // A run of plain bytes that fits before the soft break; never the line's last
+            // byte, which is white space to encode or may take the 76th column.
+            let end = (len - 1).min(i + 75usize.saturating_sub(col));
             let mut j = i;
-            while j < line.len()
-                && j - i < room
-                && (QP_LITERAL[usize::from(line[j])]
-                    || (line[j] == b' ' || line[j] == b'\t') && j + 1 < line.len())
-            {
-                j += 1;
-            }
-            // The last byte of a line may take the 76th column.
-            if j == i + room && j + 1 == line.len() && QP_LITERAL[usize::from(line[j])] {
+            while j < end && QP_PLAIN[usize::from(line[j])] {
                 j += 1;
             }
             out.extend_from_slice(&line[i..j]);
             col += j - i;
             i = j;
-            if i == line.len() {
-                break;
-            }
             let b = line[i];
-            let literal =
-                QP_LITERAL[usize::from(b)] || (b == b' ' || b == b'\t') && i + 1 < line.len();
+            let last = i + 1 == len;
+            let literal = QP_LITERAL[usize::from(b)] || (!last && (b == b' ' || b == b'\t'));
             let width = if literal { 1 } else { 3 };
-            let last = i + 1 == line.len();
             if col + width > 75 && !(last && col + width <= 76) {
                 out.extend_from_slice(b"=\r\n");
                 col = 0;
@@ -184,9 +186,6 @@ pub fn quoted_printable(text: &str) -> Vec<u8> {
             }
             col += width;
             i += 1;
-        }
-        if lines.peek().is_some() {
-            out.extend_from_slice(b"\r\n");
         }
     }
     out

@@ -822,7 +822,7 @@ impl Wire {
                 if rest.starts_with('.') {
                     out.push('.');
                 }
-                while let Some(i) = rest.find("\r\n.") {
+                while let Some(i) = memchr::memmem::find(rest.as_bytes(), b"\r\n.") {
                     out.push_str(&rest[..i + 2]);
                     out.push('.');
                     rest = &rest[i + 2..];

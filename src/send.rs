@@ -28,7 +28,7 @@ use crate::cli::{RetryArgs, SendArgs};
 use crate::config::{AuthMethod, Config};
 use crate::exit_codes::ExitCode;
 use crate::journal::{self, Class, Event, Journal, State, Writer};
-use crate::mailing::Mailing;
+use crate::mailing::{Mailing, Priority};
 use crate::message;
 use crate::output::Output;
 use crate::progress::Progress;
@@ -792,7 +792,8 @@ impl Engine {
     fn produce(&self, tx: mpsc::Sender<Job>) {
         let limit = self.plan.limit.unwrap_or(u64::MAX);
         let mut count = 0u64;
-        let _ = self.mailing.pipeline(
+        let _ = self.mailing.pipeline_at(
+            Priority::Background,
             |_, recipient| self.build_job(recipient),
             |_, job| {
                 let Some(job) = job else {
