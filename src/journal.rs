@@ -292,7 +292,10 @@ impl Event {
     }
 }
 
-/// One line as read: every field optional, strings borrowed where possible.
+/// One line as read: every field optional, strings borrowed where possible. The fields of
+/// the events that make up almost all of a journal (attempts and outcomes) are here; those
+/// of the few others (`run`, `end`, `bounced`, ...) are in `rest`, so that the lines of a
+/// large journal stay small while they wait to be booked.
 #[derive(Debug, Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
@@ -307,6 +310,24 @@ struct Line<'a> {
     email: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(borrow, default)]
+    reply: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    class: Option<Cow<'a, str>>,
+    #[serde(default)]
+    test: bool,
+    /// The other events' fields (read in a second pass over their line).
+    #[serde(skip)]
+    rest: Option<Box<Rest<'a>>>,
+}
+
+/// The fields of `run`, `end` and `bounced` events.
+#[derive(Debug, Default, Deserialize)]
+struct Rest<'a> {
     #[serde(borrow, default)]
     campaign: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -317,14 +338,6 @@ struct Line<'a> {
     templates_sha256: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     relay: Option<Cow<'a, str>>,
-    #[serde(default)]
-    code: Option<u16>,
-    #[serde(borrow, default)]
-    reply: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reason: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    class: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     status: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -333,8 +346,36 @@ struct Line<'a> {
     source: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     outcome: Option<Cow<'a, str>>,
-    #[serde(default)]
-    test: bool,
+}
+
+impl<'a> Line<'a> {
+    /// Parses one line; the rare events' own fields in a second pass.
+    fn parse(raw: &'a str) -> serde_json::Result<Line<'a>> {
+        let mut line: Line = serde_json::from_str(raw)?;
+        if !matches!(
+            line.event.as_ref(),
+            "attempt" | "sent" | "failed" | "unknown" | "deferred" | "withdrawn"
+        ) {
+            line.rest = Some(Box::new(serde_json::from_str(raw)?));
+        }
+        Ok(line)
+    }
+
+    /// The rare events' fields (all absent for the others).
+    fn rest(&self) -> &Rest<'a> {
+        static NONE: Rest<'static> = Rest {
+            campaign: None,
+            command: None,
+            recipients_sha256: None,
+            templates_sha256: None,
+            relay: None,
+            status: None,
+            diagnostic: None,
+            source: None,
+            outcome: None,
+        };
+        self.rest.as_deref().unwrap_or(&NONE)
+    }
 }
 
 /// What the journal says about one recipient.
@@ -470,14 +511,6 @@ impl Journal {
             Some(i) => &bytes[..=i],
             None => &bytes[..0],
         };
-        // One UTF-8 check for the whole journal, so that each line is parsed as text.
-        let complete = std::str::from_utf8(complete).map_err(|e| {
-            let line = 1 + complete[..e.valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count();
-            anyhow!("{shown}:{line}: malformed journal line: not UTF-8")
-        })?;
         let mut reader = Reader::new(shown);
         reader.j.torn_tail = complete.len() < bytes.len();
         // An attempt and its outcome take about 450 bytes: sizing the map for that spares
@@ -589,7 +622,6 @@ impl Journal {
     }
 }
 
-/// Parses the lines of one chunk (`first_line` is the first one's number).
 /// The lines of one chunk, numbered from 0 within it; the first error stops it.
 struct Parsed<'a> {
     lines: Vec<(usize, Line<'a>)>,
@@ -600,8 +632,7 @@ struct Parsed<'a> {
 
 /// Chunk `k` of the journal: the lines that start in bytes `k*PARSE_CHUNK ..
 /// (k+1)*PARSE_CHUNK` (the text ends with a line end).
-fn chunk_text(text: &str, k: usize) -> &str {
-    let bytes = text.as_bytes();
+fn chunk_text(bytes: &[u8], k: usize) -> &[u8] {
     let line_start = |at: usize| -> usize {
         if at == 0 {
             return 0;
@@ -616,10 +647,25 @@ fn chunk_text(text: &str, k: usize) -> &str {
     };
     let start = line_start(k * PARSE_CHUNK);
     let end = line_start((k + 1) * PARSE_CHUNK).max(start);
-    &text[start..end]
+    &bytes[start..end]
 }
 
-fn parse_chunk<'a>(text: &'a str, mut lines: Vec<(usize, Line<'a>)>) -> Parsed<'a> {
+/// Parses the lines of one chunk. Each chunk is checked for UTF-8 on its own (a line end
+/// never splits a character), on the parsing threads.
+fn parse_chunk<'a>(bytes: &'a [u8], mut lines: Vec<(usize, Line<'a>)>) -> Parsed<'a> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            // The valid lines before the bad one still count; the bad one is named.
+            let good = &bytes[..e.valid_up_to()];
+            let cut = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let mut parsed = parse_chunk(&bytes[..cut], lines);
+            parsed
+                .error
+                .get_or_insert_with(|| (parsed.count, "not UTF-8".to_string()));
+            return parsed;
+        }
+    };
     lines.clear();
     lines.reserve(text.len() / 160 + 1);
     let mut parsed = Parsed {
@@ -633,7 +679,7 @@ fn parse_chunk<'a>(text: &'a str, mut lines: Vec<(usize, Line<'a>)>) -> Parsed<'
         if raw.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Line>(raw) {
+        match Line::parse(raw) {
             Ok(line) => parsed.lines.push((i, line)),
             Err(e) => {
                 parsed.error = Some((i, e.to_string()));
@@ -679,6 +725,7 @@ impl<'a> Reader<'a> {
         let shown = self.shown;
         let j = &mut self.j;
         j.events += 1;
+        let rest = line.rest();
         let need = |v: &Option<Cow<str>>, field: &str| -> Result<String> {
             v.as_deref()
                 .map(str::to_string)
@@ -702,11 +749,11 @@ impl<'a> Reader<'a> {
                 self.run_ended.push(line.ts.clone().unwrap_or_default());
                 j.runs.push(Run {
                     run: id,
-                    command: line.command.as_deref().unwrap_or("").to_string(),
-                    campaign: need(&line.campaign, "campaign")?,
-                    relay: line.relay.as_deref().unwrap_or("").to_string(),
-                    recipients_sha256: line.recipients_sha256.as_deref().unwrap_or("").into(),
-                    templates_sha256: line.templates_sha256.as_deref().unwrap_or("").into(),
+                    command: rest.command.as_deref().unwrap_or("").to_string(),
+                    campaign: need(&rest.campaign, "campaign")?,
+                    relay: rest.relay.as_deref().unwrap_or("").to_string(),
+                    recipients_sha256: rest.recipients_sha256.as_deref().unwrap_or("").into(),
+                    templates_sha256: rest.templates_sha256.as_deref().unwrap_or("").into(),
                     test: line.test,
                     started: ts.to_string(),
                     ended: String::new(),
@@ -717,7 +764,7 @@ impl<'a> Reader<'a> {
             }
             "end" => {
                 if let Some(r) = run {
-                    j.runs[r].outcome = line.outcome.as_deref().map(str::to_string);
+                    j.runs[r].outcome = rest.outcome.as_deref().map(str::to_string);
                 }
             }
             event @ ("attempt" | "sent" | "failed" | "unknown" | "deferred" | "withdrawn") => {
@@ -802,7 +849,7 @@ impl<'a> Reader<'a> {
             }
             "bounced" => {
                 let key = need(&line.key, "key")?;
-                let source = need(&line.source, "source")?;
+                let source = need(&rest.source, "source")?;
                 j.bounces_booked.insert(format!("{source}\u{0}{key}"));
                 match line.class.as_deref() {
                     Some("permanent") => {
@@ -813,8 +860,8 @@ impl<'a> Reader<'a> {
                         entry.code = None;
                         entry.reason = Some(format!(
                             "{} {}",
-                            line.status.as_deref().unwrap_or(""),
-                            line.diagnostic.as_deref().unwrap_or("")
+                            rest.status.as_deref().unwrap_or(""),
+                            rest.diagnostic.as_deref().unwrap_or("")
                         ));
                     }
                     Some("transient") => j.delays += 1,
@@ -1225,6 +1272,15 @@ mod tests {
             reason: "the run stopped before this message went out".into(),
             test: false,
         }
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_named() {
+        let mut bytes = text(&[run_event("R", "t", false), attempt("a", "R")]);
+        bytes.extend_from_slice(b"{\"event\":\"sent\",\"key\":\"\xff\"}\n");
+        bytes.extend(text(&[sent("a", "R")]));
+        let msg = format!("{:#}", Journal::parse(&bytes, "j.jsonl").unwrap_err());
+        assert_eq!(msg, "j.jsonl:3: malformed journal line: not UTF-8");
     }
 
     #[test]

@@ -384,7 +384,22 @@ impl CsvSource {
     /// Reads every row, checks it, and calls `f` with each valid recipient in CSV order.
     /// The checks include duplicate keys (an error on the later row) and addresses shared
     /// by several keys (a warning). `f` may fail, which stops the scan.
-    pub fn scan(&self, mut f: impl FnMut(Recipient) -> Result<()>) -> Result<Scan> {
+    pub fn scan(&self, f: impl FnMut(Recipient) -> Result<()>) -> Result<Scan> {
+        self.scan_with(true, f)
+    }
+
+    /// `scan` with the same checks and diagnostics, handing out recipients without their
+    /// columns (`fields` and `name` empty): for `status`, which needs only keys and
+    /// addresses of a large file.
+    pub fn scan_keys(&self, f: impl FnMut(Recipient) -> Result<()>) -> Result<Scan> {
+        self.scan_with(false, f)
+    }
+
+    fn scan_with(
+        &self,
+        with_fields: bool,
+        mut f: impl FnMut(Recipient) -> Result<()>,
+    ) -> Result<Scan> {
         let mut reader = self.csv_reader()?;
         let mut scan = Scan::default();
         let hasher = std::collections::hash_map::RandomState::new();
@@ -513,6 +528,17 @@ impl CsvSource {
                 } else {
                     emails.insert(h, line32(line));
                 }
+            }
+            if !with_fields {
+                scan.valid += 1;
+                f(Recipient {
+                    line,
+                    key,
+                    email,
+                    name: String::new(),
+                    fields: Vec::new(),
+                })?;
+                continue;
             }
             let name = self
                 .name_idx

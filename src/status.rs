@@ -72,7 +72,7 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         let reading = scope.spawn(|| Journal::read(&config.journal.path));
         let scanned = CsvSource::open(&config.recipients).and_then(|csv| {
             let mut rows = Vec::new();
-            let scan = csv.scan(|r| {
+            let scan = csv.scan_keys(|r| {
                 rows.push((r.key, r.email, r.line));
                 Ok(())
             })?;
