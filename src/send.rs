@@ -4,13 +4,13 @@
 //! `retry` is a choice of recipients, not a second sender: both go through `deliver`.
 //! One dispatcher awaits the rate limiter (governor's waiters are not served in order) and
 //! hands each message to an idle connection; at most `concurrency` connections exist. The
-//! dispatcher journals the attempts of the next few messages (twice `concurrency`) before a
-//! connection is free, so that their fsync overlaps earlier deliveries; a worker sends the
-//! message only once its attempt is durable, and journals the outcome durably before the
-//! dispatcher counts it. An attempt whose message never went out (the run stopped, no
-//! connection) is `withdrawn`. Replies about the relay rather than the
-//! recipient pause the whole run, or stop it cleanly; one recipient's failure never stops
-//! the batch.
+//! dispatcher journals the attempts of the next few messages (those the rate lets start
+//! within 10 ms, at most twice `concurrency`) before a connection is free, so that their
+//! fsync overlaps earlier deliveries; a worker sends the message only once its attempt is
+//! durable, and journals the outcome durably before the dispatcher counts it. An attempt
+//! whose message never went out (the run stopped, no connection) is `withdrawn`. Replies
+//! about the relay rather than the recipient pause the whole run, or stop it cleanly; one
+//! recipient's failure never stops the batch.
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{BufRead, IsTerminal, Write};
@@ -639,8 +639,12 @@ impl Engine {
         let mut producer_done = false;
         let mut next: Option<Job> = None;
         // Jobs whose attempt is journaled ahead, so that its fsync runs while the
-        // connections are busy with earlier messages instead of in front of this one.
-        let window = concurrency * 2;
+        // connections are busy with earlier messages instead of in front of this one: as
+        // many as the rate lets start within 10 ms (one at least, twice `concurrency` at
+        // most), so that a slow mailing journals an attempt no earlier than it must.
+        let window = usize::try_from(Duration::from_millis(10).as_nanos() / per.as_nanos().max(1))
+            .unwrap_or(usize::MAX)
+            .clamp(1, concurrency * 2);
         let mut staged: VecDeque<(Job, journal::Ticket)> = VecDeque::new();
         let mut dispatched_budget = 0u64;
         let mut interrupts = 0u32;
