@@ -190,23 +190,7 @@ pub enum Event {
         test: bool,
     },
     /// The connection was lost or timed out after DATA: the outcome cannot be known.
-    Unknown {
-        /// When.
-        ts: String,
-        /// Run id.
-        run: String,
-        /// Recipient key.
-        key: String,
-        /// Address.
-        email: String,
-        /// Message-ID.
-        message_id: String,
-        /// What happened.
-        reason: String,
-        /// A test delivery.
-        #[serde(skip_serializing_if = "is_false")]
-        test: bool,
-    },
+    Unknown(Unsent),
     /// The relay refused for a reason of its own (rate, quota): back to pending.
     Deferred {
         /// When.
@@ -230,23 +214,7 @@ pub enum Event {
     },
     /// An attempt was journaled ahead of its message, and the run stopped (or found no
     /// connection) before the message's first byte went out: back to the state before.
-    Withdrawn {
-        /// When.
-        ts: String,
-        /// Run id.
-        run: String,
-        /// Recipient key.
-        key: String,
-        /// Address.
-        email: String,
-        /// Message-ID.
-        message_id: String,
-        /// Why it never went out.
-        reason: String,
-        /// A test delivery.
-        #[serde(skip_serializing_if = "is_false")]
-        test: bool,
-    },
+    Withdrawn(Unsent),
     /// A delivery report came back.
     Bounced {
         /// When it was booked.
@@ -277,15 +245,36 @@ pub enum Event {
     },
 }
 
+/// A message whose outcome is not a reply: `unknown` (it may have gone out) or `withdrawn`
+/// (it did not).
+#[derive(Debug, Clone, Serialize)]
+pub struct Unsent {
+    /// When.
+    pub ts: String,
+    /// Run id.
+    pub run: String,
+    /// Recipient key.
+    pub key: String,
+    /// Address.
+    pub email: String,
+    /// Message-ID.
+    pub message_id: String,
+    /// What happened.
+    pub reason: String,
+    /// A test delivery.
+    #[serde(skip_serializing_if = "is_false")]
+    pub test: bool,
+}
+
 impl Event {
     fn key(&self) -> Option<&str> {
         match self {
             Event::Attempt { key, .. }
             | Event::Sent { key, .. }
             | Event::Failed { key, .. }
-            | Event::Unknown { key, .. }
+            | Event::Unknown(Unsent { key, .. })
             | Event::Deferred { key, .. }
-            | Event::Withdrawn { key, .. }
+            | Event::Withdrawn(Unsent { key, .. })
             | Event::Bounced { key, .. } => Some(key),
             _ => None,
         }
@@ -1263,7 +1252,7 @@ mod tests {
     }
 
     fn withdrawn(key: &str, run: &str) -> Event {
-        Event::Withdrawn {
+        Event::Withdrawn(Unsent {
             ts: now(),
             run: run.into(),
             key: key.into(),
@@ -1271,7 +1260,7 @@ mod tests {
             message_id: format!("<c.{key}@example.se>"),
             reason: "the run stopped before this message went out".into(),
             test: false,
-        }
+        })
     }
 
     #[test]
@@ -1528,7 +1517,7 @@ mod proptests {
                 )
             }
             4 => (
-                Event::Unknown {
+                Event::Unknown(Unsent {
                     ts,
                     run,
                     key,
@@ -1536,7 +1525,7 @@ mod proptests {
                     message_id,
                     reason: "lost".into(),
                     test,
-                },
+                }),
                 change(State::Unknown),
             ),
             5 => (

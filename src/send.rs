@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::cli::{RetryArgs, SendArgs};
 use crate::config::{AuthMethod, Config};
 use crate::exit_codes::ExitCode;
-use crate::journal::{self, Class, Event, Journal, State, Writer};
+use crate::journal::{self, Class, Event, Journal, State, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
 use crate::output::Output;
@@ -880,7 +880,7 @@ impl Engine {
     async fn withdraw(&self, job: &mut Job, reason: &str) -> Result<()> {
         job.attempts = job.attempts.saturating_sub(1);
         self.writer
-            .append_durable(&Event::Withdrawn {
+            .append_durable(&Event::Withdrawn(Unsent {
                 ts: journal::now(),
                 run: self.run.clone(),
                 key: job.key.clone(),
@@ -888,7 +888,7 @@ impl Engine {
                 message_id: job.message_id.clone(),
                 reason: reason.to_string(),
                 test: self.plan.selection.is_test(),
-            })
+            }))
             .await
     }
 
@@ -1103,7 +1103,7 @@ impl Engine {
             ),
             // Handled before booking (nothing can be booked); as unknown, to be safe.
             Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
-                Event::Unknown {
+                Event::Unknown(Unsent {
                     ts,
                     run,
                     key,
@@ -1111,7 +1111,7 @@ impl Engine {
                     message_id,
                     reason: format!("connection lost after DATA: {reason}"),
                     test,
-                },
+                }),
                 Outcome::Unknown,
             ),
         }
