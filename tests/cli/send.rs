@@ -715,6 +715,16 @@ fn greeting_421_during_the_run_pauses_then_everyone_is_sent() {
     assert_eq!(st.len(), EXAMPLE_ROWS);
     assert!(st.values().all(|s| s == "sent"), "{st:?}");
     assert_every_attempt_has_an_outcome(&env.journal());
+    // The messages that found no connection had their attempts journaled ahead: each
+    // such attempt is withdrawn, with the relay's reason, and the message sent later.
+    let withdrawn = env.events("withdrawn");
+    assert!(!withdrawn.is_empty(), "no attempt was withdrawn");
+    for w in &withdrawn {
+        assert!(
+            w["reason"].as_str().is_some_and(|r| r.contains("421")),
+            "{w}"
+        );
+    }
 }
 
 #[test]
@@ -1627,6 +1637,36 @@ fn ctrl_c_finishes_what_is_under_way_and_exits_130() {
         .map(|(k, _)| k.clone())
         .collect();
     assert_eq!(sent_before.len(), after_interrupt);
+    // Attempts journaled ahead for messages that never went out are withdrawn: those
+    // recipients are pending again, for the journal's reader (`status`) too, and the
+    // server never saw their messages.
+    let received_ids: BTreeSet<String> = server.received().iter().map(message_id).collect();
+    let withdrawn = env.events("withdrawn");
+    assert!(!withdrawn.is_empty(), "attempts were journaled ahead");
+    for w in &withdrawn {
+        let key = w["key"].as_str().expect("key");
+        assert_eq!(
+            st.get(key).map_or("pending", String::as_str),
+            "pending",
+            "{key}"
+        );
+        let id = w["message_id"].as_str().expect("message_id");
+        assert!(
+            !received_ids.contains(id),
+            "{id} was withdrawn but went out"
+        );
+    }
+    let status = env.run(&["status", "--json"]);
+    status.expect_code(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let count = |state: &str| status["counts"][state].as_u64().unwrap_or(0) as usize;
+    assert_eq!(count("sent"), after_interrupt, "{status}");
+    assert_eq!(count("unknown"), unknown.len(), "{status}");
+    assert_eq!(
+        count("pending"),
+        EXAMPLE_ROWS - after_interrupt - unknown.len(),
+        "{status}"
+    );
 
     send(&env, &[]).expect_code(0);
     let received = server.received();
