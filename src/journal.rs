@@ -480,13 +480,17 @@ impl Journal {
         let shown = path.display().to_string();
         // Mapped rather than read: a journal of a million events (over 200 MB) is then parsed
         // straight from the page cache, without the kernel clearing and filling a copy.
-        // SAFETY: the map is read-only and lives only for this parse. Writers only append,
-        // which a map of the length seen at open is not affected by; the one exception, a
-        // new writer cutting a torn tail after a crash, can shrink the file under a reader
-        // that runs at that very moment (a SIGBUS, the same risk ripgrep takes). An empty
-        // file or a failed map is read the ordinary way.
-        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-            return Journal::parse(&map, &shown).input();
+        // Writers only append, which a map of the length seen at open is not affected by;
+        // the one writer that shrinks the file, cutting a torn tail after a crash, takes an
+        // exclusive lock on it first, and the shared lock held here for the parse keeps it
+        // waiting until the map is gone. Where the file cannot be locked it is read the
+        // ordinary way.
+        if file.lock_shared().is_ok() {
+            // SAFETY: read-only, lives only for this parse, and no one shrinks the file while
+            // the shared lock is held (see above).
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                return Journal::parse(&map, &shown).input();
+            }
         }
         drop(file);
         let bytes = std::fs::read(path)
@@ -1083,8 +1087,15 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>> {
     if keep == len {
         return Ok(None);
     }
-    file.set_len(keep)
-        .with_context(|| format!("cannot cut the torn tail of journal {}", path.display()))?;
+    // Readers map the file under a shared lock: wait for them before shrinking it.
+    let locked = file.lock().is_ok();
+    let cut = file
+        .set_len(keep)
+        .with_context(|| format!("cannot cut the torn tail of journal {}", path.display()));
+    if locked {
+        let _ = file.unlock();
+    }
+    cut?;
     file.sync_data()?;
     Ok(Some(format!(
         "journal {}: cut {} bytes after the last complete line (a crash in mid-write)",
@@ -1407,6 +1418,42 @@ mod tests {
         .expect("parses");
         assert_eq!(j.state("a"), State::Bounced);
         assert!(j.bounces_booked.contains("<dsn1@example.se>\u{0}a"));
+    }
+
+    #[test]
+    fn cutting_a_torn_tail_waits_for_a_reader_that_maps_the_file() {
+        // A reader maps the journal under a shared lock; a new writer that must shrink the
+        // file (a torn tail) waits for it, so the map never loses its pages (no SIGBUS).
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(
+            &path,
+            b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att",
+        )
+        .expect("w");
+        let reader = File::open(&path).expect("open");
+        reader.lock_shared().expect("shared lock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let opened = Writer::open(&writer_path).map(|(w, warning)| (w, warning.is_some()));
+            let _ = tx.send(());
+            opened
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the writer cut the file under a reader"
+        );
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 63);
+        reader.unlock().expect("unlock");
+        let (w, warned) = match writer.join().expect("writer thread") {
+            Ok(opened) => opened,
+            Err(_) => panic!("the writer opens once the reader is done"),
+        };
+        assert!(warned);
+        w.close().expect("closes");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 50);
     }
 
     #[test]
