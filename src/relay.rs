@@ -553,6 +553,8 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
                 .next()
                 .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
         }),
+        // A relay that refuses a second EHLO keeps the first: one command at a time then.
+        Ok(Err(e)) if Reply::from_error(&e).is_some() => false,
         _ => {
             return Err(ConnectError::Unreachable {
                 relay,

@@ -609,6 +609,41 @@ fn pipelined_transactions_end_in_the_states_of_their_replies() {
 }
 
 #[test]
+fn a_relay_that_refuses_a_second_ehlo_gets_one_command_at_a_time() {
+    // utskick asks for PIPELINING with an EHLO of its own; a relay that refuses a repeated
+    // EHLO keeps the first one, and the mailing goes out without pipelining.
+    let ehlos: Arc<std::sync::Mutex<HashMap<usize, usize>>> = Arc::default();
+    let seen = ehlos.clone();
+    let server = SmtpServer::start(ServerOptions::default().pipelining().on(move |e, ctx| {
+        if matches!(e, Event::Ehlo { .. }) {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let n = seen.entry(ctx.connection).or_default();
+            *n += 1;
+            if *n > 1 {
+                return Action::reply("503 5.5.1 Error: duplicate EHLO");
+            }
+        }
+        Action::Default
+    }));
+    let env = example(&server);
+    let run = env.run(&["-vv", "send", "--yes"]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("(pipelined)"), "{}", run.all());
+    assert!(run.stderr.contains("pipelining=false"), "{}", run.all());
+    let st = states(&env);
+    assert_eq!(st.len(), EXAMPLE_ROWS);
+    assert!(st.values().all(|s| s == "sent"), "{st:?}");
+    assert!(
+        ehlos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .all(|&n| n == 2),
+        "every connection said EHLO twice"
+    );
+}
+
+#[test]
 fn pipelined_mail_from_refused_pauses_and_books_no_recipient() {
     // A refused MAIL FROM in a pipelined group: the RCPT and DATA replies after it are
     // read (and are refusals too), the run pauses, and no recipient is booked as failed.
