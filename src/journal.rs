@@ -1420,10 +1420,8 @@ mod tests {
         assert!(j.bounces_booked.contains("<dsn1@example.se>\u{0}a"));
     }
 
-    #[test]
-    fn cutting_a_torn_tail_waits_for_a_reader_that_maps_the_file() {
-        // A reader maps the journal under a shared lock; a new writer that must shrink the
-        // file (a torn tail) waits for it, so the map never loses its pages (no SIGBUS).
+    /// A journal of one complete line (50 bytes) and a torn one (13 bytes), in a temp dir.
+    fn torn_journal() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("j.jsonl");
         std::fs::write(
@@ -1431,6 +1429,14 @@ mod tests {
             b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att",
         )
         .expect("w");
+        (dir, path)
+    }
+
+    #[test]
+    fn cutting_a_torn_tail_waits_for_a_reader_that_maps_the_file() {
+        // A reader maps the journal under a shared lock; a new writer that must shrink the
+        // file (a torn tail) waits for it, so the map never loses its pages (no SIGBUS).
+        let (_dir, path) = torn_journal();
         let reader = File::open(&path).expect("open");
         reader.lock_shared().expect("shared lock");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1458,13 +1464,7 @@ mod tests {
 
     #[test]
     fn writer_locks_appends_and_cuts_torn_tail() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("j.jsonl");
-        std::fs::write(
-            &path,
-            b"{\"event\":\"run\",\"ts\":\"x\",\"run\":\"R\",\"campaign\":\"c\"}\n{\"event\":\"att",
-        )
-        .expect("w");
+        let (_dir, path) = torn_journal();
         let (w, warning) = Writer::open(&path).expect("opens");
         assert!(warning.expect("warns").contains("cut 13 bytes"));
         let second = Writer::open(&path);
