@@ -999,6 +999,30 @@ impl Engine {
         (job, outcome, slot)
     }
 
+    /// A reply that speaks for the relay, not the recipient: `deferred`, never a failure.
+    fn deferred(
+        &self,
+        job: &Job,
+        reply: relay::Reply,
+        verdict: Verdict,
+        test: bool,
+    ) -> (Event, Outcome) {
+        let reason = reply.to_string();
+        (
+            Event::Deferred {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                code: Some(reply.code),
+                reply: reply.text,
+                test,
+            },
+            Outcome::Relay { verdict, reason },
+        )
+    }
+
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
         let ts = journal::now();
         let run = self.run.clone();
@@ -1043,22 +1067,7 @@ impl Engine {
                         Outcome::Failed { class, reason },
                     )
                 }
-                verdict => {
-                    let reason = reply.to_string();
-                    (
-                        Event::Deferred {
-                            ts,
-                            run,
-                            key,
-                            email,
-                            message_id,
-                            code: Some(reply.code),
-                            reply: reply.text,
-                            test,
-                        },
-                        Outcome::Relay { verdict, reason },
-                    )
-                }
+                verdict => self.deferred(job, reply, verdict, test),
             },
             Delivery::SenderRefused(reply) => {
                 // Never the recipient's failure: the relay pauses the run (4xx, rate,
@@ -1068,20 +1077,7 @@ impl Engine {
                     Verdict::Transient => Verdict::RelayBusy,
                     Verdict::Permanent | Verdict::Sender => Verdict::Sender,
                 };
-                let reason = reply.to_string();
-                (
-                    Event::Deferred {
-                        ts,
-                        run,
-                        key,
-                        email,
-                        message_id,
-                        code: Some(reply.code),
-                        reply: reply.text,
-                        test,
-                    },
-                    Outcome::Relay { verdict, reason },
-                )
+                self.deferred(job, reply, verdict, test)
             }
             Delivery::LostBeforeData(reason) => (
                 Event::Failed {
