@@ -149,35 +149,37 @@ impl Mailing {
         type Done<T> = (u64, Vec<Recipient>, Vec<T>);
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .clamp(1, 8);
+            .clamp(1, crate::render::MAX_RENDER_THREADS);
         let (work_tx, work_rx) =
             std::sync::mpsc::sync_channel::<(u64, u64, Vec<Recipient>)>(workers * 2);
         let work_rx = std::sync::Mutex::new(work_rx);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done<T>>();
         let work = &work;
         std::thread::scope(|scope| -> Result<Scan> {
-            for _ in 0..workers {
+            for w in 0..workers {
                 let done_tx = done_tx.clone();
                 let work_rx = &work_rx;
                 scope.spawn(move || {
-                    priority.apply();
-                    loop {
-                        let next = match work_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok((seq, first_index, batch)) = next else {
-                            return;
-                        };
-                        let results = batch
-                            .iter()
-                            .enumerate()
-                            .map(|(i, r)| work(first_index + i as u64, r))
-                            .collect();
-                        if done_tx.send((seq, batch, results)).is_err() {
-                            return;
+                    crate::render::on_worker(w, || {
+                        priority.apply();
+                        loop {
+                            let next = match work_rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok((seq, first_index, batch)) = next else {
+                                return;
+                            };
+                            let results = batch
+                                .iter()
+                                .enumerate()
+                                .map(|(i, r)| work(first_index + i as u64, r))
+                                .collect();
+                            if done_tx.send((seq, batch, results)).is_err() {
+                                return;
+                            }
                         }
-                    }
+                    });
                 });
             }
             drop(done_tx);

@@ -7,6 +7,7 @@
 //! not, which is right for text. The SHA-256 of the templates goes into every journal run so
 //! that half the customers never get one text and half another by accident.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -24,6 +25,114 @@ pub const BODY_TEXT: &str = "body.txt";
 /// The optional HTML body.
 pub const BODY_HTML: &str = "body.html";
 
+/// How many threads may render at once, each with its own compiled copy of the templates
+/// (`Mailing::pipeline` runs this many workers at most).
+pub const MAX_RENDER_THREADS: usize = 8;
+
+thread_local! {
+    /// The copy of the templates this thread renders with: 0 for any thread, `1 + i` for
+    /// pipeline worker `i` (`render_with_copy`).
+    static COPY: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` with this thread rendering from copy `1 + worker` of the templates. Tera's
+/// values are reference-counted: two threads rendering from one copy bump the same
+/// counters (the globals, the incident's texts) for every variable they print, and every
+/// bump pulls the counter's cache line away from the other core.
+pub fn on_worker<R>(worker: usize, f: impl FnOnce() -> R) -> R {
+    COPY.with(|c| c.set(1 + worker % MAX_RENDER_THREADS));
+    let result = f();
+    COPY.with(|c| c.set(0));
+    result
+}
+
+/// `recipient` for one render: every column, or only those the templates name. A column
+/// no template names cannot change what they render, and leaving it out keeps the map
+/// small (Tera scans maps of up to six keys instead of hashing) and keeps what the
+/// templates never print, such as the personnummer, out of the renderer altogether.
+struct RecipientView<'a> {
+    recipient: &'a Recipient,
+    columns: Option<&'a [String]>,
+}
+
+impl Serialize for RecipientView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(columns) = self.columns else {
+            return self.recipient.serialize(s);
+        };
+        let fields = &self.recipient.fields;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in fields.iter().filter(|(k, _)| columns.contains(k)) {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The columns the templates read, when every `recipient` in their text is followed by
+/// `.NAME` (or `?.NAME`); None (every column) when one is not, or when they dump the whole
+/// context. Names in comments or strings only add columns, which is harmless.
+fn columns_read<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Vec<String>> {
+    const WORD: &str = "recipient";
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut columns: Vec<String> = Vec::new();
+    for text in texts {
+        if text.contains("__tera_context") {
+            return None;
+        }
+        for (at, _) in text.match_indices(WORD) {
+            let before = text[..at].chars().next_back();
+            let rest = &text[at + WORD.len()..];
+            if before.is_some_and(ident) || rest.starts_with(ident) {
+                continue;
+            }
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.'))?;
+            let rest = rest.trim_start();
+            let end = rest.find(|c: char| !ident(c)).unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            let name = &rest[..end];
+            if !columns.iter().any(|c| c == name) {
+                columns.push(name.to_string());
+            }
+        }
+    }
+    Some(columns)
+}
+
+/// Compiles the templates into a fresh Tera with the globals (`incident`, `campaign`,
+/// `sender`) serialized anew, so that no value is shared with another copy.
+fn compile(sources: &[(&str, String)], config: &Config) -> std::result::Result<Tera, Vec<String>> {
+    let dir = &config.templates_dir;
+    let mut tera = Tera::new();
+    tera.autoescape_on([".html"]);
+    tera.register_filter("svensk_datum", svensk_datum_filter);
+    let mut problems = Vec::new();
+    for (name, text) in sources {
+        if let Err(e) = tera.add_raw_template(name, text) {
+            problems.push(tera_error_line(&e, dir));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let from = &config.sender.from;
+    let sender = SenderView {
+        from: from.to_string(),
+        name: from.name.clone().unwrap_or_default(),
+        email: from.email.to_string(),
+        reply_to: config.sender.reply_to.email.to_string(),
+    };
+    let globals = tera.global_context();
+    globals.insert("incident", &config.incident);
+    globals.insert("campaign", &config.campaign);
+    globals.insert("sender", &sender);
+    Ok(tera)
+}
+
 /// A rendered notice for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -37,7 +146,11 @@ pub struct Rendered {
 
 /// The loaded templates.
 pub struct Templates {
-    tera: Tera,
+    /// Copy 0 for any thread, then one per pipeline worker (`on_worker`).
+    copies: Vec<Tera>,
+    /// The columns the templates read as `recipient.NAME`; None when they use `recipient`
+    /// in any other way, and then every column goes in (`columns_read`).
+    columns: Option<Vec<String>>,
     has_html: bool,
     /// SHA-256 over the template files' names and bytes.
     pub sha256: String,
@@ -57,12 +170,9 @@ impl Templates {
     /// Reads and compiles the templates in the config's folder.
     pub fn load(config: &Config) -> Result<Templates> {
         let dir = &config.templates_dir;
-        let mut tera = Tera::new();
-        tera.autoescape_on([".html"]);
-        tera.register_filter("svensk_datum", svensk_datum_filter);
         let mut hasher = Sha256::new();
         let mut problems = Vec::new();
-        let mut has_html = false;
+        let mut sources = Vec::new();
         for (name, required) in [(SUBJECT, true), (BODY_TEXT, true), (BODY_HTML, false)] {
             let path = dir.join(name);
             let text = match std::fs::read_to_string(&path) {
@@ -77,33 +187,41 @@ impl Templates {
             hasher.update([0]);
             hasher.update((text.len() as u64).to_le_bytes());
             hasher.update(text.as_bytes());
-            if let Err(e) = tera.add_raw_template(name, &text) {
-                problems.push(tera_error_line(&e, dir));
-            }
-            if name == BODY_HTML {
-                has_html = true;
-            }
+            sources.push((name, text));
         }
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }
-        let from = &config.sender.from;
-        let sender = SenderView {
-            from: from.to_string(),
-            name: from.name.clone().unwrap_or_default(),
-            email: from.email.to_string(),
-            reply_to: config.sender.reply_to.email.to_string(),
-        };
-        let globals = tera.global_context();
-        globals.insert("incident", &config.incident);
-        globals.insert("campaign", &config.campaign);
-        globals.insert("sender", &sender);
+        let first = compile(&sources, config).map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_RENDER_THREADS);
+        let mut copies = vec![first];
+        for _ in 0..workers {
+            copies
+                .push(compile(&sources, config).map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?);
+        }
         Ok(Templates {
-            tera,
-            has_html,
+            columns: columns_read(sources.iter().map(|(_, text)| text.as_str())),
+            copies,
+            has_html: sources.iter().any(|(n, _)| *n == BODY_HTML),
             sha256: hex(&hasher.finalize()),
             dir: dir.clone(),
         })
+    }
+
+    /// What the templates see as `recipient`: the columns they name.
+    fn view<'a>(&'a self, recipient: &'a Recipient) -> RecipientView<'a> {
+        RecipientView {
+            recipient,
+            columns: self.columns.as_deref(),
+        }
+    }
+
+    /// This thread's copy.
+    fn tera(&self) -> &Tera {
+        let i = COPY.with(Cell::get);
+        self.copies.get(i).unwrap_or(&self.copies[0])
     }
 
     /// Whether the notice has an HTML part.
@@ -115,9 +233,9 @@ impl Templates {
     /// template file, line and column.
     pub fn render(&self, recipient: &Recipient) -> Result<Rendered> {
         let mut ctx = tera::Context::new();
-        ctx.insert("recipient", recipient);
+        ctx.insert("recipient", &self.view(recipient));
         let run = |name: &str| {
-            self.tera
+            self.tera()
                 .render(name, &ctx)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))
         };
@@ -169,10 +287,10 @@ impl Templates {
     /// that every message renders, not every message's text.
     pub fn check(&self, recipient: &Recipient) -> Result<String> {
         let mut ctx = tera::Context::new();
-        ctx.insert("recipient", recipient);
+        ctx.insert("recipient", &self.view(recipient));
         let subject = one_line(
             &self
-                .tera
+                .tera()
                 .render(SUBJECT, &ctx)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?,
         );
@@ -188,7 +306,7 @@ impl Templates {
         }
         for name in names {
             let mut counter = Counter(false);
-            self.tera
+            self.tera()
                 .render_to(name, &ctx, &mut counter)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &self.dir)))?;
             if !counter.0 && name == BODY_TEXT {
@@ -339,15 +457,42 @@ fn weekday_monday0(y: i64, m: u32, d: u32) -> usize {
     (days_from_civil(y, m, d) + 3).rem_euclid(7) as usize
 }
 
-fn svensk_datum_filter(value: &str, kwargs: Kwargs, _: &State) -> tera::TeraResult<String> {
+thread_local! {
+    /// The dates `svensk_datum` has written on this thread: a notice names the same few
+    /// incident dates in every message, so each is formatted once per thread, not once per
+    /// recipient and mention.
+    static SVENSKA_DATUM: RefCell<Vec<(String, bool, bool, tera::Value)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many dates are remembered per thread (a template may also format a date
+/// column of each recipient, and those need not be kept).
+const SVENSKA_DATUM_KEPT: usize = 32;
+
+fn svensk_datum_filter(value: &str, kwargs: Kwargs, _: &State) -> tera::TeraResult<tera::Value> {
     let weekday = kwargs.get::<bool>("veckodag")?.unwrap_or(true);
     let month = kwargs.get::<bool>("manad")?.unwrap_or(true);
-    svensk_datum(value, weekday, month).map_err(tera::Error::message)
+    SVENSKA_DATUM.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if let Some((_, _, _, written)) = kept
+            .iter()
+            .find(|(iso, w, m, _)| iso == value && *w == weekday && *m == month)
+        {
+            return Ok(written.clone());
+        }
+        let written =
+            tera::Value::from(svensk_datum(value, weekday, month).map_err(tera::Error::message)?);
+        if kept.len() < SVENSKA_DATUM_KEPT {
+            kept.push((value.to_string(), weekday, month, written.clone()));
+        }
+        Ok(written)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipients::FieldValue;
 
     #[test]
     fn swedish_dates() {
@@ -392,21 +537,104 @@ mod tests {
     }
 
     #[test]
+    fn columns_the_templates_read() {
+        let read = |texts: &[&str]| columns_read(texts.iter().copied());
+        assert_eq!(
+            read(&[
+                "Hej {{ recipient.name }}{% if \"bank\" in recipient.affected %}",
+                "{{ recipient?.customer_id }} {{ recipient . name }}",
+            ]),
+            Some(vec!["name".into(), "affected".into(), "customer_id".into()])
+        );
+        // No `recipient` at all: no column is needed.
+        assert_eq!(read(&["Hej {{ incident.foretag }}"]), Some(vec![]));
+        // A word that merely contains it is not it.
+        assert_eq!(
+            read(&["{{ my_recipient_list }} {{ recipients }} {{ recipient.email }}"]),
+            Some(vec!["email".into()])
+        );
+        // Any other use of `recipient` may read any column: all of them go in.
+        for text in [
+            "{{ recipient }}",
+            "{{ recipient[\"e-post\"] }}",
+            "{{ recipient | json_encode }}",
+            "{% set r = recipient %}{{ r.personnummer }}",
+            "{{ __tera_context }}",
+            "Dear recipient, {{ recipient.name }}",
+            "{{ recipient.",
+        ] {
+            assert_eq!(read(&["{{ recipient.name }}", text]), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_column_no_template_names_stays_out() {
+        let mut tera = Tera::new();
+        let text = "{{ recipient.name }}|{{ recipient.personnummer is defined }}";
+        tera.add_raw_template("t", text).expect("compiles");
+        let recipient = Recipient {
+            line: 2,
+            key: "1".into(),
+            email: "a@example.se".into(),
+            name: "Åsa".into(),
+            fields: vec![
+                ("name".into(), FieldValue::Text("Åsa".into())),
+                (
+                    "personnummer".into(),
+                    FieldValue::Text("19800101-0000".into()),
+                ),
+            ],
+        };
+        let columns = columns_read([text].into_iter());
+        assert_eq!(
+            columns,
+            Some(vec!["name".to_string(), "personnummer".to_string()])
+        );
+        let render = |columns: Option<&[String]>| {
+            let mut ctx = tera::Context::new();
+            ctx.insert(
+                "recipient",
+                &RecipientView {
+                    recipient: &recipient,
+                    columns,
+                },
+            );
+            tera.render("t", &ctx).expect("renders")
+        };
+        assert_eq!(render(columns.as_deref()), "Åsa|true");
+        assert_eq!(render(Some(&["name".to_string()])), "Åsa|false");
+        assert_eq!(render(None), "Åsa|true");
+    }
+
+    #[test]
     fn filter_in_a_template() {
         let mut tera = Tera::new();
         tera.register_filter("svensk_datum", svensk_datum_filter);
         tera.add_raw_template(
             "t",
-            "{{ d | svensk_datum }} / {{ d | svensk_datum(veckodag=false) }}",
+            "{{ d | svensk_datum }} / {{ d | svensk_datum(veckodag=false) }} / \
+             {{ d | svensk_datum(manad=false) }} / {{ d | svensk_datum }}",
         )
         .expect("compiles");
         let mut ctx = tera::Context::new();
-        ctx.insert("d", "2023-10-03");
-        assert_eq!(
-            tera.render("t", &ctx).expect("renders"),
-            "tisdagen den 3 oktober 2023 / 3 oktober 2023"
-        );
+        // Every date a second time, when this thread has it already, and dates beyond
+        // the number kept.
+        for round in 0..2 {
+            for day in 1..=31 {
+                ctx.insert("d", &format!("2023-10-{day:02}"));
+                let weekday = WEEKDAYS[(day + 5) % 7];
+                assert_eq!(
+                    tera.render("t", &ctx).expect("renders"),
+                    format!(
+                        "{weekday} den {day} oktober 2023 / {day} oktober 2023 / \
+                         {weekday} den {day} / {weekday} den {day} oktober 2023"
+                    ),
+                    "round {round}"
+                );
+            }
+        }
         ctx.insert("d", "nonsense");
+        assert!(tera.render("t", &ctx).is_err());
         assert!(tera.render("t", &ctx).is_err());
     }
 
