@@ -809,6 +809,33 @@ pub fn detect_delimiter(header: &str) -> u8 {
 /// The text on one line: control characters (CR, LF, tab, ...) become spaces, runs of
 /// spaces fold, ends trimmed. Everything that may reach a header goes through this.
 pub fn one_line(text: &str) -> String {
+    if already_one_line(text) {
+        return text.to_string();
+    }
+    fold_to_one_line(text)
+}
+
+/// Whether `one_line` would give `text` back as it is: single spaces only between words,
+/// nothing else that is white space or a control character. Most names and subjects are
+/// like that, and checking is cheaper than rebuilding them character by character.
+fn already_one_line(text: &str) -> bool {
+    let mut after_space = true;
+    for c in text.chars() {
+        if c == ' ' {
+            if after_space {
+                return false;
+            }
+            after_space = true;
+        } else if c.is_control() || c.is_whitespace() || c == '\u{2028}' || c == '\u{2029}' {
+            return false;
+        } else {
+            after_space = false;
+        }
+    }
+    !after_space || text.is_empty()
+}
+
+fn fold_to_one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = false;
     for c in text.chars() {
@@ -1237,6 +1264,20 @@ mod tests {
             "Anna Bcc: evil@example.com"
         );
         assert_eq!(one_line("  a\t\tb \u{2028} c "), "a b c");
+        for text in [
+            "",
+            " ",
+            "a",
+            "a b",
+            "a  b",
+            " a",
+            "a ",
+            "Åsa Öberg",
+            "a\u{a0}b",
+            "a\u{85}b",
+        ] {
+            assert_eq!(one_line(text), fold_to_one_line(text), "{text:?}");
+        }
     }
 
     #[test]
@@ -1367,6 +1408,11 @@ mod proptests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn one_line_shortcut_agrees_with_folding(text in "[ a\\t\\r\\nÅ\\u{a0}\\u{85}\\u{2028}\\u{7f}-]{0,12}") {
+            prop_assert_eq!(one_line(&text), fold_to_one_line(&text));
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), key in any::<bool>()) {
