@@ -15,8 +15,8 @@
 mailmerge has no config-wide context and no custom filters, so [incident] becomes a
 `{% set incident = ... %}` literal at the top of the template and the `svensk_datum`
 filter becomes a lookup in two precomputed tables; `recipient.X` becomes `X` (mailmerge
-passes the CSV row as the context) and the `affected` list is split with `|` as utskick
-does (trimmed, empties dropped).
+passes the CSV row as the context) and the `affected` list is split with `|` once per row
+as utskick does (trimmed, empties dropped).
 """
 
 import datetime
@@ -47,8 +47,7 @@ def svensk_datum(iso, month=True):
 def convert(source):
     """One Tera template's source as Jinja2 for mailmerge."""
     text = source
-    text = re.sub(r"\brecipient\.affected\b",
-                  "(affected.split('|') | map('trim') | reject('equalto', '') | list)", text)
+    text = re.sub(r"\brecipient\.affected\b", "_affected", text)
     text = re.sub(r"\brecipient\.(\w+)", r"\1", text)
     text = re.sub(r"([\w.]+) \| svensk_datum\(manad=false\)", r"_datum_kort[\1]", text)
     text = re.sub(r"([\w.]+) \| svensk_datum\b", r"_datum_lang[\1]", text)
@@ -83,6 +82,9 @@ def write(config_dir, out):
         "{%- set campaign = " + lit(config.get("campaign", "")) + " -%}\n",
         "{%- set _datum_lang = " + lit(lang) + " -%}\n",
         "{%- set _datum_kort = " + lit(kort) + " -%}\n",
+        # utskick splits list columns once per row; so does this (the templates name
+        # `recipient.affected` in every test on it).
+        "{%- set _affected = (affected.split('|') | map('trim') | reject('equalto', '') | list) -%}\n",
         "TO: {{ name }} <{{ email }}>\n",
         f"FROM: {sender['from']}\n",
         f"REPLY-TO: {sender.get('reply_to', '')}\n",

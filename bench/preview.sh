@@ -7,6 +7,10 @@
 #
 # Environment:
 #   PREVIEW_ROWS="100000 1000000"   row counts for utskick
+#   PREVIEW_RUNS=5                   runs of utskick per row count: the time reported and
+#                                    judged is their median (this VM's speed wanders by
+#                                    20 % and more from minute to minute), the RSS their
+#                                    largest
 #   MAILMERGE_ROWS="100000"         row counts for mailmerge ("" to skip it; it runs at
 #                                   about 5 ms a message here, so 1,000,000 rows would take
 #                                   well over an hour and is left out unless asked for)
@@ -19,6 +23,7 @@ source "$(dirname "$0")/lib.sh"
 
 PREVIEW_ROWS="${PREVIEW_ROWS:-100000 1000000}"
 MAILMERGE_ROWS="${MAILMERGE_ROWS-100000}"
+PREVIEW_RUNS="${PREVIEW_RUNS:-5}"
 MAILMERGE_VENV="${MAILMERGE_VENV:-$HOME/.cache/utskick-bench/mailmerge-venv}"
 
 if [[ -n "$MAILMERGE_ROWS" && ! -x "$MAILMERGE_VENV/bin/mailmerge" ]]; then
@@ -31,7 +36,7 @@ if [[ -n "$MAILMERGE_ROWS" ]]; then
         || { echo "$MAILMERGE_VENV holds no mailmerge 2.3.0" >&2; exit 2; }
 fi
 
-declare -A U_TIME U_RSS U_LOAD M_TIME M_RSS M_LOAD
+declare -A U_TIME U_RUNS U_RSS U_LOAD M_TIME M_RSS M_LOAD
 ALL_ROWS="$(printf '%s\n' $PREVIEW_ROWS $MAILMERGE_ROWS | sort -n -u)"
 EQUIV=""
 
@@ -47,19 +52,26 @@ for rows in $ALL_ROWS; do
     if [[ " $PREVIEW_ROWS " == *" $rows "* ]]; then
         sync
         U_LOAD[$rows]="$(load_now)"
-        timed "$dir/preview.out" "$dir/preview.err" \
-            "$BIN" --config "$dir/config.toml" preview --limit 10 --out "$dir/preview"
-        if [[ "$RC" != 0 ]]; then
-            cat "$dir/preview.err" >&2
-            echo "utskick preview exited $RC" >&2
-            exit 1
-        fi
-        grep -q "rows $rows, valid $rows, invalid 0" "$dir/preview.out" "$dir/preview.err" \
-            || { echo "unexpected preview summary:" >&2; cat "$dir/preview.out" "$dir/preview.err" >&2; exit 1; }
-        written=$(find "$dir/preview" -name '*.eml' | wc -l)
-        U_TIME[$rows]="$TIME_S"
-        U_RSS[$rows]="$RSS_KB"
-        echo "utskick preview --limit 10: ${TIME_S} s, peak RSS ${RSS_KB} KB, $written .eml written (load ${U_LOAD[$rows]})"
+        times=()
+        rss_max=0
+        for run in $(seq 1 "$PREVIEW_RUNS"); do
+            timed "$dir/preview.out" "$dir/preview.err" \
+                "$BIN" --config "$dir/config.toml" preview --limit 10 --out "$dir/preview"
+            if [[ "$RC" != 0 ]]; then
+                cat "$dir/preview.err" >&2
+                echo "utskick preview exited $RC" >&2
+                exit 1
+            fi
+            grep -q "rows $rows, valid $rows, invalid 0" "$dir/preview.out" "$dir/preview.err" \
+                || { echo "unexpected preview summary:" >&2; cat "$dir/preview.out" "$dir/preview.err" >&2; exit 1; }
+            written=$(find "$dir/preview" -name '*.eml' | wc -l)
+            times+=("$TIME_S")
+            if (( RSS_KB > rss_max )); then rss_max=$RSS_KB; fi
+            echo "utskick preview --limit 10, run $run: ${TIME_S} s, peak RSS ${RSS_KB} KB, $written .eml written"
+        done
+        U_TIME[$rows]="$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+        U_RUNS[$rows]="${times[*]}"
+        U_RSS[$rows]="$rss_max"
     fi
 
     if [[ -n "$MAILMERGE_ROWS" && " $MAILMERGE_ROWS " == *" $rows "* ]]; then
@@ -94,7 +106,7 @@ echo "=== summary: preview ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
 for rows in $ALL_ROWS; do
     if [[ -n "${U_TIME[$rows]:-}" ]]; then
         mib=$(calc "round(${U_RSS[$rows]} / 1024, 1)")
-        line="utskick  $rows rows: ${U_TIME[$rows]} s, peak RSS $mib MiB (${U_RSS[$rows]} KB), $(calc "round($rows / max(${U_TIME[$rows]}, 0.01))") rows/s, load ${U_LOAD[$rows]}"
+        line="utskick  $rows rows: median ${U_TIME[$rows]} s of ${U_RUNS[$rows]}, peak RSS $mib MiB (${U_RSS[$rows]} KB), $(calc "round($rows / max(${U_TIME[$rows]}, 0.01))") rows/s, load ${U_LOAD[$rows]}"
         echo "$line"
     fi
     if [[ -n "${M_TIME[$rows]:-}" ]]; then
