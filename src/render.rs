@@ -74,13 +74,19 @@ impl Serialize for RecipientView<'_> {
 /// `.NAME` (or `?.NAME`); None (every column) when one is not, or when they dump the whole
 /// context. Names in comments or strings only add columns, which is harmless.
 fn columns_read<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Vec<String>> {
+    let (columns, other_use) = columns_named(texts);
+    (!other_use).then_some(columns)
+}
+
+/// Every `NAME` in `recipient.NAME` (or `recipient?.NAME`) in the texts, and whether
+/// `recipient` is also used in any other way (or the whole context dumped).
+fn columns_named<'a>(texts: impl Iterator<Item = &'a str>) -> (Vec<String>, bool) {
     const WORD: &str = "recipient";
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut columns: Vec<String> = Vec::new();
+    let mut other_use = false;
     for text in texts {
-        if text.contains("__tera_context") {
-            return None;
-        }
+        other_use |= text.contains("__tera_context");
         for (at, _) in text.match_indices(WORD) {
             let before = text[..at].chars().next_back();
             let rest = &text[at + WORD.len()..];
@@ -88,11 +94,15 @@ fn columns_read<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Vec<String>>
                 continue;
             }
             let rest = rest.trim_start();
-            let rest = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.'))?;
+            let Some(rest) = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.')) else {
+                other_use = true;
+                continue;
+            };
             let rest = rest.trim_start();
             let end = rest.find(|c: char| !ident(c)).unwrap_or(rest.len());
             if end == 0 {
-                return None;
+                other_use = true;
+                continue;
             }
             let name = &rest[..end];
             if !columns.iter().any(|c| c == name) {
@@ -100,7 +110,21 @@ fn columns_read<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Vec<String>>
             }
         }
     }
-    Some(columns)
+    (columns, other_use)
+}
+
+/// The text without its `{# … #}` comments (an unclosed one runs to the end).
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{#") {
+        out.push_str(&rest[..start]);
+        rest = rest[start + 2..]
+            .find("#}")
+            .map_or("", |end| &rest[start + 2 + end + 2..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Compiles the templates into a fresh Tera with the globals (`incident`, `campaign`,
@@ -151,6 +175,9 @@ pub struct Templates {
     /// The columns the templates read as `recipient.NAME`; None when they use `recipient`
     /// in any other way, and then every column goes in (`columns_read`).
     columns: Option<Vec<String>>,
+    /// The columns named as `recipient.NAME` outside comments, to tell the operator about a
+    /// name the CSV lacks.
+    pub named_columns: Vec<String>,
     has_html: bool,
     /// SHA-256 over the template files' names and bytes.
     pub sha256: String,
@@ -203,6 +230,15 @@ impl Templates {
         }
         Ok(Templates {
             columns: columns_read(sources.iter().map(|(_, text)| text.as_str())),
+            named_columns: columns_named(
+                sources
+                    .iter()
+                    .map(|(_, text)| without_comments(text))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            )
+            .0,
             copies,
             has_html: sources.iter().any(|(n, _)| *n == BODY_HTML),
             sha256: hex(&hasher.finalize()),
@@ -565,6 +601,24 @@ mod tests {
         ] {
             assert_eq!(read(&["{{ recipient.name }}", text]), None, "{text}");
         }
+    }
+
+    #[test]
+    fn comments_name_no_column() {
+        let text = "{#- recipient.COLUMN for each column -#}Hej {{ recipient.name }}{# x #}\
+                    {{ recipient.affected }}{# unclosed recipient.nope";
+        assert_eq!(
+            without_comments(text),
+            "Hej {{ recipient.name }}{{ recipient.affected }}"
+        );
+        assert_eq!(
+            columns_named([without_comments(text).as_str()].into_iter()),
+            (vec!["name".to_string(), "affected".to_string()], false)
+        );
+        assert_eq!(
+            columns_named(["{{ recipient | json_encode }} {{ recipient.name }}"].into_iter()),
+            (vec!["name".to_string()], true)
+        );
     }
 
     #[test]

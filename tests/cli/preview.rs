@@ -257,6 +257,71 @@ fn template_errors_name_file_line_and_column() {
     );
 }
 
+/// The shipped notice must say which data are affected: a CSV whose list column is named
+/// otherwise is refused with a line naming the missing column (from `list_columns`, or,
+/// where the config was changed to match the CSV, from what the templates read), besides
+/// the template's own error. A missing `confirmed` column is only a warning: the notice
+/// then says "kan finnas".
+#[test]
+fn a_column_the_templates_read_but_the_csv_lacks_is_named() {
+    let env = TestEnv::example();
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,berorda,confirmed\n1,Anna,anna@example.se,namn,ja\n",
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "recipients.example.csv:1: column affected: named in list_columns but missing from the header"
+        ),
+        "{}",
+        run.stderr
+    );
+    let config = env.read("config.toml");
+    assert!(
+        config.contains("list_columns = { affected = \"|\" }"),
+        "{config}"
+    );
+    env.write(
+        "config.toml",
+        config.replace(
+            "list_columns = { affected = \"|\" }",
+            "list_columns = { berorda = \"|\" }",
+        ),
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.contains(
+            &"warning: recipients.example.csv:1: column affected: the templates read recipient.affected, but the file has no such column"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("templates/body.txt:"), "{}", run.stderr);
+
+    env.write("config.toml", config);
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,affected\n1,Anna,anna@example.se,namn|adress\n",
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains(
+            "warning: recipients.example.csv:1: column confirmed: the templates read recipient.confirmed, but the file has no such column"
+        ),
+        "{}",
+        run.stderr
+    );
+    let entries = index_entries(&env);
+    let text = entries[0]["text"].as_str().expect("text");
+    assert!(text.contains("uppgifter om dig kan finnas"), "{text}");
+    assert!(text.contains("Hej Anna,"), "{text}");
+}
+
 #[test]
 fn an_out_folder_that_is_not_ours_is_refused() {
     let env = TestEnv::example();
