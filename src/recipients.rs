@@ -920,11 +920,33 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
             shown()
         ));
     }
-    const ATEXT: &str = "!#$%&'*+-/=?^_`{|}~.";
-    if let Some(bad) = local
-        .chars()
-        .find(|c| !c.is_ascii_alphanumeric() && !ATEXT.contains(*c))
-    {
+    // RFC 5322 atext, and the dot.
+    let atext = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '!' | '#'
+                    | '$'
+                    | '%'
+                    | '&'
+                    | '\''
+                    | '*'
+                    | '+'
+                    | '-'
+                    | '/'
+                    | '='
+                    | '?'
+                    | '^'
+                    | '_'
+                    | '`'
+                    | '{'
+                    | '|'
+                    | '}'
+                    | '~'
+                    | '.'
+            )
+    };
+    if let Some(bad) = local.chars().find(|c| !atext(*c)) {
         return Err(format!(
             "{} is not a valid address: {bad:?} is not allowed before @",
             shown()
@@ -989,7 +1011,11 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
             shown()
         ));
     }
-    Ok(format!("{local}@{ascii}"))
+    let mut address = String::with_capacity(local.len() + 1 + ascii.len());
+    address.push_str(local);
+    address.push('@');
+    address.push_str(&ascii);
+    Ok(address)
 }
 
 /// Name of a file holding the given recipient (key, then a slug of the name).
