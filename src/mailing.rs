@@ -160,9 +160,7 @@ impl Mailing {
     ) -> Result<Scan> {
         priority.apply();
         type Done<T> = (u64, Vec<Recipient>, Vec<T>);
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, crate::render::MAX_RENDER_THREADS);
+        let workers = crate::render::render_threads();
         let (work_tx, work_rx) =
             std::sync::mpsc::sync_channel::<(u64, u64, Vec<Recipient>)>(workers * 2);
         let work_rx = std::sync::Mutex::new(work_rx);

@@ -25,13 +25,20 @@ pub const BODY_TEXT: &str = "body.txt";
 /// The optional HTML body.
 pub const BODY_HTML: &str = "body.html";
 
-/// How many threads may render at once, each with its own compiled copy of the templates
-/// (`Mailing::pipeline` runs this many workers at most).
+/// At most this many threads render at once, each with its own compiled copy of the
+/// templates.
 pub const MAX_RENDER_THREADS: usize = 8;
+
+/// How many threads render at once (`Mailing::pipeline`'s workers): one per core.
+pub fn render_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_RENDER_THREADS)
+}
 
 thread_local! {
     /// The copy of the templates this thread renders with: 0 for any thread, `1 + i` for
-    /// pipeline worker `i` (`render_with_copy`).
+    /// pipeline worker `i` (`on_worker`).
     static COPY: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -72,7 +79,8 @@ impl Serialize for RecipientView<'_> {
 
 /// The columns the templates read, when every `recipient` in their text is followed by
 /// `.NAME` (or `?.NAME`); None (every column) when one is not, or when they dump the whole
-/// context. Names in comments or strings only add columns, which is harmless.
+/// context. The whole text is read, comments and strings too: what they name only adds
+/// columns, or gives every column, which is harmless either way.
 fn columns_read<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Vec<String>> {
     let (columns, other_use) = columns_named(texts);
     (!other_use).then_some(columns)
@@ -219,26 +227,15 @@ impl Templates {
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }
-        let first = compile(&sources, config).map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, MAX_RENDER_THREADS);
-        let mut copies = vec![first];
-        for _ in 0..workers {
-            copies
-                .push(compile(&sources, config).map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?);
-        }
+        // Copy 0 for any thread, then one per render thread.
+        let copies = (0..=render_threads())
+            .map(|_| compile(&sources, config))
+            .collect::<std::result::Result<Vec<Tera>, Vec<String>>>()
+            .map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
+        let uncommented: Vec<String> = sources.iter().map(|(_, t)| without_comments(t)).collect();
         Ok(Templates {
             columns: columns_read(sources.iter().map(|(_, text)| text.as_str())),
-            named_columns: columns_named(
-                sources
-                    .iter()
-                    .map(|(_, text)| without_comments(text))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            )
-            .0,
+            named_columns: columns_named(uncommented.iter().map(String::as_str)).0,
             copies,
             has_html: sources.iter().any(|(n, _)| *n == BODY_HTML),
             sha256: hex(&hasher.finalize()),
