@@ -244,10 +244,20 @@ impl Templates {
     }
 
     /// What the templates see as `recipient`: the columns they name.
-    fn view<'a>(&'a self, recipient: &'a Recipient) -> RecipientView<'a> {
+    fn view<'a>(&'a self, recipient: &'a Recipient, all: bool) -> RecipientView<'a> {
         RecipientView {
             recipient,
-            columns: self.columns.as_deref(),
+            columns: if all { None } else { self.columns.as_deref() },
+        }
+    }
+
+    /// `attempt` with only the columns the templates name, and, should that fail, once more
+    /// with every column: a row that fails is rare, and its error message (Tera lists the
+    /// fields `recipient` has) then names every column of the CSV.
+    fn with_columns<T>(&self, attempt: impl Fn(bool) -> Result<T>) -> Result<T> {
+        match attempt(false) {
+            Err(_) if self.columns.is_some() => attempt(true),
+            done => done,
         }
     }
 
@@ -265,8 +275,12 @@ impl Templates {
     /// Renders the three templates for one recipient. The error is one line naming the
     /// template file, line and column.
     pub fn render(&self, recipient: &Recipient) -> Result<Rendered> {
+        self.with_columns(|all| self.render_view(recipient, all))
+    }
+
+    fn render_view(&self, recipient: &Recipient, all: bool) -> Result<Rendered> {
         let mut ctx = tera::Context::new();
-        ctx.insert("recipient", &self.view(recipient));
+        ctx.insert("recipient", &self.view(recipient, all));
         let run = |name: &str| {
             self.tera()
                 .render(name, &ctx)
@@ -319,8 +333,12 @@ impl Templates {
     /// errors, but keeps only the subject: the preflight of a large mailing needs to know
     /// that every message renders, not every message's text.
     pub fn check(&self, recipient: &Recipient) -> Result<String> {
+        self.with_columns(|all| self.check_view(recipient, all))
+    }
+
+    fn check_view(&self, recipient: &Recipient, all: bool) -> Result<String> {
         let mut ctx = tera::Context::new();
-        ctx.insert("recipient", &self.view(recipient));
+        ctx.insert("recipient", &self.view(recipient, all));
         let subject = one_line(
             &self
                 .tera()

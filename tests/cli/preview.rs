@@ -247,6 +247,14 @@ fn template_errors_name_file_line_and_column() {
         "{}",
         run.stderr
     );
+    // Only the columns the templates name reach them, but an error lists every column.
+    assert!(
+        run.stderr.contains(
+            "Available fields: address, affected, confirmed, customer_id, email, name, personnummer"
+        ),
+        "{}",
+        run.stderr
+    );
     env.write("templates/subject.txt", "Hej {% if %}");
     let run = env.run(&["preview"]);
     run.expect_code(2);
