@@ -37,6 +37,17 @@ impl Run {
         self
     }
 
+    /// Panics with stderr unless it holds `text`.
+    #[track_caller]
+    pub fn expect_stderr(&self, text: &str) -> &Run {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
     /// stdout and stderr together.
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
