@@ -1,0 +1,394 @@
+//! What the big providers let one mailing send, and how long a mailing will take under it.
+//!
+//! The numbers are the providers' published defaults (README, "Relay profiles", says where
+//! each comes from and when it was checked); `[sending] rate` and `daily_limit` override
+//! them. The estimate is shown before the question and by `check`, so that the operator
+//! learns before the first message that 20,000 customers through one Microsoft 365 mailbox
+//! take two days, or that the mailing would use up the company's allowance of outgoing
+//! mail for the day.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::Rate;
+use crate::limit_window::{self, DailyWindow};
+
+/// A provider's published defaults for one sending identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowance {
+    /// The profile's name in config.toml.
+    pub name: &'static str,
+    /// What the operator knows it as.
+    pub provider: &'static str,
+    /// The rate it accepts.
+    pub rate: Rate,
+    /// Messages (recipients) a day, rolling 24 h; None where it is set per account.
+    pub daily_limit: Option<u64>,
+    /// What else limits a long mailing, for the warning.
+    pub note: &'static str,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The profile of `[smtp] profile` (its config name); None for `none` and unknown names.
+pub fn allowance(name: &str) -> Option<Allowance> {
+    let a = match name {
+        "microsoft365" => Allowance {
+            name: "microsoft365",
+            provider: "Microsoft 365 (Exchange Online)",
+            rate: Rate {
+                count: 30,
+                per: MINUTE,
+            },
+            daily_limit: Some(10_000),
+            note: "a mailbox may send to 10,000 recipients a day, and since 2025 the whole tenant to about 500 × licences^0.7 + 9,500 external recipients a day (about 17,000 for 50 licences), shared with everyone's ordinary mail; a mailbox that looks like it is spamming is blocked (550 5.1.8)",
+        },
+        "google" => Allowance {
+            name: "google",
+            provider: "Google Workspace (smtp.gmail.com)",
+            // Google publishes no per-minute rate for SMTP; a steady pace that spreads the
+            // day's 2,000 evenly over a working day and a half.
+            rate: Rate {
+                count: 20,
+                per: MINUTE,
+            },
+            daily_limit: Some(2_000),
+            note: "a Workspace user may send 2,000 messages a day (500 during a trial); Google's SMTP relay (smtp-relay.gmail.com) takes 10,000 recipients a day per user",
+        },
+        "google-relay" => Allowance {
+            name: "google-relay",
+            provider: "Google Workspace SMTP relay (smtp-relay.gmail.com)",
+            rate: Rate {
+                count: 30,
+                per: MINUTE,
+            },
+            daily_limit: Some(10_000),
+            note: "the SMTP relay service takes 10,000 recipients a day per user",
+        },
+        "ses" => Allowance {
+            name: "ses",
+            provider: "Amazon SES",
+            // The sandbox's rate; production accounts get theirs from AWS.
+            rate: Rate {
+                count: 1,
+                per: Duration::from_secs(1),
+            },
+            daily_limit: None,
+            note: "the sending quota is set per account and region (a new account is in the sandbox: 200 a day, 1 a second, only to verified addresses); set [sending] rate and daily_limit to the quota on the SES console's Account dashboard",
+        },
+        "acs" => Allowance {
+            name: "acs",
+            provider: "Azure Communication Services Email",
+            // 30 a minute and 100 an hour: the hour's is the one a long mailing meets.
+            rate: Rate {
+                count: 100,
+                per: HOUR,
+            },
+            daily_limit: None,
+            note: "by default 30 messages a minute and 100 an hour, raised on request to Azure support before the mailing",
+        },
+        _ => return None,
+    };
+    Some(a)
+}
+
+/// The profile a relay host suggests, by its config name ("none" where none fits).
+pub fn guess(host: &str) -> &'static str {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if h == "smtp.office365.com" || h == "smtp-mail.outlook.com" {
+        "microsoft365"
+    } else if h == "smtp.gmail.com" {
+        "google"
+    } else if h == "smtp-relay.gmail.com" {
+        "google-relay"
+    } else if h.starts_with("email-smtp.") && h.ends_with(".amazonaws.com") {
+        "ses"
+    } else if h == "smtp.azurecomm.net" {
+        "acs"
+    } else {
+        "none"
+    }
+}
+
+/// How long a mailing takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Estimate {
+    /// Messages to send.
+    pub messages: u64,
+    /// At this rate.
+    pub rate: Rate,
+    /// Under this daily limit (rolling 24 h).
+    pub daily_limit: Option<u64>,
+    /// Sent within the last 24 hours already (from the journal).
+    pub used_today: u64,
+    /// From now until the last message starts.
+    pub duration: Duration,
+    /// When the last message starts.
+    pub finish: SystemTime,
+    /// The windows it waits for (0: it fits in what is left of today's).
+    pub waits: u64,
+}
+
+/// How long `messages` take at `rate` under `daily` (already holding the journal's sent
+/// times), starting at `now`: each message starts one rate interval after the one before,
+/// or when the rolling window has room again, whichever is later.
+pub fn estimate(
+    messages: u64,
+    rate: Rate,
+    daily: Option<DailyWindow>,
+    now: SystemTime,
+) -> Estimate {
+    let interval = rate.per / rate.count.max(1);
+    let mut window = daily;
+    let daily_limit = window.as_ref().map(DailyWindow::limit);
+    let used_today = window.as_mut().map_or(0, |w| w.used(now));
+    let mut t = now;
+    let mut last = now;
+    let mut waits = 0;
+    for i in 0..messages {
+        if i > 0 {
+            t += interval;
+        }
+        if let Some(w) = window.as_mut() {
+            let open = w.reopens(t, 0);
+            if open > t {
+                waits += 1;
+                t = open;
+            }
+            w.record(t);
+        }
+        last = t;
+    }
+    Estimate {
+        messages,
+        rate,
+        daily_limit,
+        used_today,
+        duration: last.duration_since(now).unwrap_or_default(),
+        finish: last,
+        waits,
+    }
+}
+
+/// `2 h 47 min`, `1 day 11 h`, `40 s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (1, h, _) => format!("1 day {h} h"),
+        (d, h, _) => format!("{d} days {h} h"),
+    }
+}
+
+fn rate_text(rate: Rate) -> String {
+    let unit = match rate.per.as_secs() {
+        1 => "s".to_string(),
+        60 => "min".to_string(),
+        3600 => "h".to_string(),
+        n => format!("{n} s"),
+    };
+    format!("{}/{unit}", rate.count)
+}
+
+/// Thousands with a comma: 10,000.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Estimate {
+    /// The lines shown in the confirmation and by `check`.
+    pub fn lines(&self) -> Vec<String> {
+        let limit = match self.daily_limit {
+            Some(l) => format!(
+                "daily limit {} (rolling 24 h, {} used)",
+                count(l),
+                count(self.used_today)
+            ),
+            None => "no daily limit".to_string(),
+        };
+        let mut lines = vec![format!(
+            "{} messages at {}, {limit}",
+            count(self.messages),
+            rate_text(self.rate)
+        )];
+        let windows = if self.waits > 0 {
+            format!(
+                ", waiting {} time(s) for the daily window to reopen",
+                self.waits
+            )
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "takes about {}{windows}; the last message goes out about {} (local time)",
+            human_duration(self.duration),
+            limit_window::local_time(self.finish)
+        ));
+        lines
+    }
+
+    /// A warning when the mailing needs more than a day's allowance of the profile.
+    pub fn warning(&self, allowance: Option<&Allowance>) -> Option<String> {
+        let exceeds = self.waits > 0
+            || allowance
+                .and_then(|a| a.daily_limit)
+                .is_some_and(|l| self.messages > l);
+        if !exceeds {
+            return None;
+        }
+        let mut text = format!(
+            "this mailing is more than the relay allows in a day ({} messages",
+            count(self.messages)
+        );
+        match self.daily_limit.or(allowance.and_then(|a| a.daily_limit)) {
+            Some(l) => text.push_str(&format!(", {} a day", count(l))),
+            None => {}
+        }
+        text.push_str(&format!("): it takes {}", human_duration(self.duration)));
+        if let Some(a) = allowance {
+            text.push_str(&format!("; {}: {}", a.provider, a.note));
+        }
+        text.push_str(". For a mailing this size use a bulk relay arranged ahead (Amazon SES with its quota raised, Azure Communication Services with its limits raised, or the company's own Postfix), or accept the days it takes");
+        Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        humantime::parse_rfc3339("2026-12-01T08:00:00Z").expect("time")
+    }
+
+    fn run(profile: &str, messages: u64, used: &[SystemTime]) -> Estimate {
+        let a = allowance(profile).expect("profile");
+        let window = a
+            .daily_limit
+            .map(|l| DailyWindow::new(l, limit_window::DAY, used.iter().copied()));
+        estimate(messages, a.rate, window, now())
+    }
+
+    #[test]
+    fn microsoft365_ten_thousand_fit_a_day_twenty_thousand_take_two() {
+        // 10,000 at 30/min: 9,999 intervals of 2 s.
+        let e = run("microsoft365", 10_000, &[]);
+        assert_eq!(e.duration, Duration::from_secs(9_999 * 2));
+        assert_eq!(e.waits, 0);
+        assert_eq!(human_duration(e.duration), "5 h 33 min");
+        assert!(e.warning(allowance("microsoft365").as_ref()).is_none());
+        // 20,000: the 10,001st waits until 24 h after the first, then 9,999 more at 2 s.
+        let e = run("microsoft365", 20_000, &[]);
+        assert_eq!(e.waits, 1);
+        assert_eq!(
+            e.duration,
+            limit_window::DAY + Duration::from_secs(9_999 * 2)
+        );
+        assert_eq!(human_duration(e.duration), "1 day 5 h");
+        let w = e
+            .warning(allowance("microsoft365").as_ref())
+            .expect("warning");
+        assert!(
+            w.contains("10,000 a day") && w.contains("Amazon SES"),
+            "{w}"
+        );
+        assert!(w.contains("500 × licences^0.7 + 9,500"), "{w}");
+    }
+
+    #[test]
+    fn microsoft365_with_sends_earlier_today() {
+        // 9,000 sent in the last 24 h, the oldest 20 hours ago: 1,000 fit now, the rest
+        // wait until those leave the window.
+        let first = now() - Duration::from_secs(20 * 3600);
+        let used: Vec<SystemTime> = (0..9_000u64)
+            .map(|i| first + Duration::from_secs(i * 2))
+            .collect();
+        let e = run("microsoft365", 2_000, &used);
+        assert_eq!(e.used_today, 9_000);
+        assert_eq!(e.waits, 1);
+        // Message 1,001 starts when the oldest leaves (4 h from now); each later one is
+        // held both by the rate and by the window, which frees one every 2 s.
+        assert_eq!(
+            e.duration,
+            Duration::from_secs(4 * 3600) + Duration::from_secs(999 * 2)
+        );
+    }
+
+    #[test]
+    fn google_two_thousand_a_day() {
+        let e = run("google", 5_000, &[]);
+        // Two waits of a day; 999 + 999 + 999 intervals of 3 s after each opening.
+        assert_eq!(e.waits, 2);
+        assert_eq!(
+            e.duration,
+            2 * limit_window::DAY + Duration::from_secs(999 * 3)
+        );
+        assert!(e.warning(allowance("google").as_ref()).is_some());
+        let relay = run("google-relay", 5_000, &[]);
+        assert_eq!(relay.waits, 0);
+        assert_eq!(relay.duration, Duration::from_secs(4_999 * 2));
+    }
+
+    #[test]
+    fn ses_has_no_daily_default_and_acs_goes_by_the_hour() {
+        let e = run("ses", 3_600, &[]);
+        assert_eq!(e.daily_limit, None);
+        assert_eq!(e.duration, Duration::from_secs(3_599));
+        assert!(e.warning(allowance("ses").as_ref()).is_none());
+        let acs = run("acs", 1_000, &[]);
+        assert_eq!(acs.duration, Duration::from_secs(999 * 36));
+        assert_eq!(human_duration(acs.duration), "9 h 59 min");
+    }
+
+    #[test]
+    fn the_lines_say_messages_rate_limit_duration_and_end() {
+        let e = run("microsoft365", 20_000, &[]);
+        let lines = e.lines();
+        assert!(
+            lines[0].starts_with("20,000 messages at 30/min, daily limit 10,000"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("takes about 1 day 5 h"), "{lines:?}");
+        assert!(lines[1].contains("(local time)"), "{lines:?}");
+    }
+
+    #[test]
+    fn hosts_suggest_profiles() {
+        assert_eq!(guess("smtp.office365.com"), "microsoft365");
+        assert_eq!(guess("SMTP.Office365.com."), "microsoft365");
+        assert_eq!(guess("smtp.gmail.com"), "google");
+        assert_eq!(guess("smtp-relay.gmail.com"), "google-relay");
+        assert_eq!(guess("email-smtp.eu-north-1.amazonaws.com"), "ses");
+        assert_eq!(guess("smtp.azurecomm.net"), "acs");
+        assert_eq!(guess("smtp.example.se"), "none");
+        assert_eq!(guess("email-smtp.example.se"), "none");
+        for name in ["microsoft365", "google", "google-relay", "ses", "acs"] {
+            assert_eq!(allowance(name).map(|a| a.name), Some(name));
+        }
+        assert!(allowance("none").is_none());
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(10_000), "10,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(human_duration(Duration::from_secs(40)), "40 s");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86_400 + 7200)),
+            "3 days 2 h"
+        );
+    }
+}
