@@ -128,6 +128,126 @@ impl DailyWindow {
     }
 }
 
+/// What a run does when a limit is reached: `[sending] when_limited` and `quota_retry_mins`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// `wait` (true) or `stop`.
+    pub wait: bool,
+    /// How long after a relay's daily-quota reply the run asks again.
+    pub quota_retry: Duration,
+}
+
+impl Policy {
+    /// From the config. Test-only: in debug builds `UTSKICK_TEST_QUOTA_RETRY_SECS` shortens
+    /// the quota retry (the tests cannot wait half an hour).
+    pub fn of(config: &crate::config::Config) -> Policy {
+        let _ = config;
+        let mut quota_retry = Duration::from_secs(30 * 60);
+        if cfg!(debug_assertions)
+            && let Some(secs) = std::env::var("UTSKICK_TEST_QUOTA_RETRY_SECS")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| *s > 0.0)
+        {
+            quota_retry = Duration::from_secs_f64(secs);
+        }
+        Policy {
+            // Until `[sending] when_limited` lands in config.rs (the lead's), as before: stop.
+            wait: false,
+            quota_retry,
+        }
+    }
+}
+
+/// A run's limits: the rolling daily window of `daily_limit` and the wait it is in.
+#[derive(Debug)]
+pub struct Limits {
+    window: Option<DailyWindow>,
+    policy: Policy,
+    waiting: Option<SystemTime>,
+}
+
+impl Limits {
+    /// For a run of `config`, with the journal's sends of the last 24 hours.
+    pub fn new(config: &crate::config::Config, journal: &crate::journal::Journal) -> Limits {
+        let now = SystemTime::now();
+        Limits {
+            window: config.sending.daily_limit.map(|limit| {
+                DailyWindow::from_journal(
+                    limit,
+                    window_length(),
+                    journal.sent_ts_last_24h.iter().map(String::as_str),
+                    now,
+                )
+            }),
+            policy: Policy::of(config),
+            waiting: None,
+        }
+    }
+
+    /// Whether another message may start (be journaled or sent) with `uncounted` started
+    /// and not yet sent: there is room in the window and the run is not waiting.
+    pub fn may_start(&mut self, uncounted: u64) -> bool {
+        self.waiting.is_none()
+            && self
+                .window
+                .as_mut()
+                .is_none_or(|w| w.room(SystemTime::now(), uncounted) > 0)
+    }
+
+    /// The daily limit is reached with nothing under way.
+    pub fn full(&mut self) -> bool {
+        self.waiting.is_none()
+            && self
+                .window
+                .as_mut()
+                .is_some_and(|w| w.room(SystemTime::now(), 0) == 0)
+    }
+
+    /// The daily limit, for messages.
+    pub fn daily_limit(&self) -> Option<u64> {
+        self.window.as_ref().map(DailyWindow::limit)
+    }
+
+    /// A message was sent just now.
+    pub fn sent(&mut self) {
+        if let Some(w) = self.window.as_mut() {
+            w.record(SystemTime::now());
+        }
+    }
+
+    /// The window is full: with `wait`, until when the run waits (and it now does).
+    pub fn wait_for_window(&mut self) -> Option<SystemTime> {
+        if !self.policy.wait {
+            return None;
+        }
+        let until = self.window.as_mut()?.reopens(SystemTime::now(), 0);
+        self.waiting = Some(until);
+        Some(until)
+    }
+
+    /// The relay gave a daily-quota reply: with `wait`, until when the run waits.
+    pub fn wait_for_quota(&mut self) -> Option<SystemTime> {
+        if !self.policy.wait {
+            return None;
+        }
+        let until = SystemTime::now() + self.policy.quota_retry;
+        let until = self.waiting.map_or(until, |w| w.max(until));
+        self.waiting = Some(until);
+        Some(until)
+    }
+
+    /// Until when the run waits.
+    pub fn waiting(&self) -> Option<SystemTime> {
+        self.waiting
+    }
+
+    /// The wait is over.
+    pub fn done_waiting(&mut self) {
+        self.waiting = None;
+    }
+}
+
 /// Sleeps until the wall clock says `at`, in steps of a few seconds, so that time the
 /// machine spent suspended counts (a monotonic sleep alone would add it again).
 pub async fn sleep_until(at: SystemTime) {

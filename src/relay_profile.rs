@@ -207,8 +207,8 @@ fn count(n: u64) -> String {
 }
 
 impl Estimate {
-    /// The lines shown in the confirmation and by `check`.
-    pub fn lines(&self) -> Vec<String> {
+    /// The line shown in the confirmation and by `check`.
+    pub fn line(&self) -> String {
         let limit = match self.daily_limit {
             Some(l) => format!(
                 "daily limit {} (rolling 24 h, {} used)",
@@ -217,11 +217,11 @@ impl Estimate {
             ),
             None => "no daily limit".to_string(),
         };
-        let mut lines = vec![format!(
+        let what = format!(
             "{} messages at {}, {limit}",
             count(self.messages),
             rate_text(self.rate)
-        )];
+        );
         let windows = if self.waits > 0 {
             format!(
                 ", waiting {} time(s) for the daily window to reopen",
@@ -230,12 +230,11 @@ impl Estimate {
         } else {
             String::new()
         };
-        lines.push(format!(
-            "takes about {}{windows}; the last message goes out about {} (local time)",
+        format!(
+            "{what}: takes about {}{windows}; the last message goes out about {} (local time)",
             human_duration(self.duration),
             limit_window::local_time(self.finish)
-        ));
-        lines
+        )
     }
 
     /// A warning when the mailing needs more than a day's allowance of the profile.
@@ -262,6 +261,32 @@ impl Estimate {
         text.push_str(". For a mailing this size use a bulk relay arranged ahead (Amazon SES with its quota raised, Azure Communication Services with its limits raised, or the company's own Postfix), or accept the days it takes");
         Some(text)
     }
+}
+
+/// The profile of the config: `[smtp] profile`, or the one its host suggests.
+pub fn of_config(config: &crate::config::Config) -> Option<Allowance> {
+    allowance(guess(&config.smtp.host))
+}
+
+/// The estimate of a run of `messages` under `config`, with the journal's sends of the
+/// last 24 hours, starting now: the line to show and the warning, if any.
+pub fn for_run(
+    config: &crate::config::Config,
+    journal: &crate::journal::Journal,
+    messages: u64,
+) -> (String, Option<String>) {
+    let now = SystemTime::now();
+    let window = config.sending.daily_limit.map(|limit| {
+        DailyWindow::from_journal(
+            limit,
+            limit_window::DAY,
+            journal.sent_ts_last_24h.iter().map(String::as_str),
+            now,
+        )
+    });
+    let e = estimate(messages, config.sending.rate, window, now);
+    let profile = of_config(config);
+    (e.line(), e.warning(profile.as_ref()))
 }
 
 #[cfg(test)]
@@ -352,15 +377,13 @@ mod tests {
     }
 
     #[test]
-    fn the_lines_say_messages_rate_limit_duration_and_end() {
-        let e = run("microsoft365", 20_000, &[]);
-        let lines = e.lines();
+    fn the_line_says_messages_rate_limit_duration_and_end() {
+        let line = run("microsoft365", 20_000, &[]).line();
         assert!(
-            lines[0].starts_with("20,000 messages at 30/min, daily limit 10,000"),
-            "{lines:?}"
+            line.starts_with("20,000 messages at 30/min, daily limit 10,000 (rolling 24 h, 0 used): takes about 1 day 5 h, waiting 1 time(s)"),
+            "{line}"
         );
-        assert!(lines[1].contains("takes about 1 day 5 h"), "{lines:?}");
-        assert!(lines[1].contains("(local time)"), "{lines:?}");
+        assert!(line.ends_with("(local time)"), "{line}");
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub struct Lease {
     pub secret: SecretString,
     /// Which fetch it came from (see [`TokenCache::refused`]).
     pub generation: u64,
-    /// Fetched for this login: a refusal of it is final.
+    /// Never used for a login before: a refusal of it is final.
     pub fresh: bool,
 }
 
@@ -219,6 +219,9 @@ struct Held {
     lifetime: Duration,
     generation: u64,
     refused: bool,
+    /// Used for a login already: a refusal then may mean it expired early, not that it
+    /// was never any good.
+    leased: bool,
 }
 
 /// The OAuth2 token of `token_command`, run again when the token is older than its
@@ -261,6 +264,7 @@ impl TokenCache {
             lifetime: token.expires_in.unwrap_or(self.default_lifetime),
             generation,
             refused: false,
+            leased: false,
         })
     }
 
@@ -291,19 +295,15 @@ impl TokenCache {
             let new = tokio::task::spawn_blocking(move || this.fetch(generation))
                 .await
                 .map_err(|e| anyhow!("the command for the {TOKEN} could not be run: {e}"))??;
-            let lease = Lease {
-                secret: new.secret.clone(),
-                generation: new.generation,
-                fresh: true,
-            };
             *held = Some(new);
-            return Ok(lease);
         }
-        let h = held.as_ref().ok_or_else(|| anyhow!("no {TOKEN}"))?;
+        let h = held.as_mut().ok_or_else(|| anyhow!("no {TOKEN}"))?;
+        let fresh = !h.leased;
+        h.leased = true;
         Ok(Lease {
             secret: h.secret.clone(),
             generation: h.generation,
-            fresh: false,
+            fresh,
         })
     }
 
@@ -315,6 +315,38 @@ impl TokenCache {
         {
             h.refused = true;
         }
+    }
+}
+
+/// `[smtp] secret_command_timeout_secs`.
+pub fn command_timeout(config: &crate::config::Config) -> Duration {
+    let _ = config;
+    DEFAULT_COMMAND_TIMEOUT
+}
+
+/// `[smtp] token_lifetime_secs`: a token's life where its command does not say.
+pub fn token_lifetime(config: &crate::config::Config) -> Duration {
+    let _ = config;
+    Duration::from_secs(3000)
+}
+
+/// The relay's secret for a run: a password read once, or, for XOAUTH2 with
+/// `token_command`, a token cache (its first token fetched now, so that a broken command is
+/// reported before anything else happens).
+pub fn smtp_secret(
+    config: &crate::config::Config,
+    what: &str,
+) -> Result<(Option<SecretString>, Option<Arc<TokenCache>>)> {
+    use crate::config::AuthMethod;
+    let limit = command_timeout(config);
+    match &config.smtp.secret {
+        None => Ok((None, None)),
+        Some(SecretSource::Command(cmd)) if config.smtp.auth == AuthMethod::Xoauth2 => {
+            let cache = TokenCache::new(cmd, token_lifetime(config), limit);
+            cache.prime()?;
+            Ok((None, Some(cache)))
+        }
+        Some(source) => Ok((Some(read_within(source, what, limit)?), None)),
     }
 }
 
@@ -426,8 +458,9 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let a = cache.lease().await.expect("lease");
-            assert!(!a.fresh);
+            assert!(a.fresh, "the primed token was never used");
             assert_eq!(a.secret.expose_secret(), "t1");
+            assert!(!cache.lease().await.expect("lease").fresh);
             assert_eq!(count(), 1);
             // Refused: the next one is new and fresh; a refusal of an older one is ignored.
             cache.refused(a.generation).await;
