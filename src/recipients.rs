@@ -1077,6 +1077,9 @@ mod tests {
             encoding: CsvEncoding::Auto,
             delimiter: None,
             list_columns: vec![("affected".into(), "|".into())],
+            sheet: None,
+            language_column: None,
+            values: Default::default(),
         }
     }
 
@@ -1350,6 +1353,9 @@ mod proptests {
             encoding: CsvEncoding::Auto,
             delimiter: None,
             list_columns: vec![("affected".into(), "|".into())],
+            sheet: None,
+            language_column: None,
+            values: Default::default(),
         }
     }
 
