@@ -21,6 +21,7 @@ pub mod render;
 pub mod secrets;
 pub mod send;
 pub mod status;
+pub mod text;
 pub mod tls;
 
 use clap::CommandFactory;

@@ -258,6 +258,8 @@ mod tests {
             burst: 1,
             concurrency: 2,
             daily_limit: None,
+            when_limited: crate::config::WhenLimited::Stop,
+            quota_retry: Duration::from_secs(1800),
             max_attempts: 3,
             retry_delay: Duration::from_secs(5),
         }
