@@ -141,8 +141,7 @@ impl Policy {
     /// From the config. Test-only: in debug builds `UTSKICK_TEST_QUOTA_RETRY_SECS` shortens
     /// the quota retry (the tests cannot wait half an hour).
     pub fn of(config: &crate::config::Config) -> Policy {
-        let _ = config;
-        let mut quota_retry = Duration::from_secs(30 * 60);
+        let mut quota_retry = config.sending.quota_retry;
         if cfg!(debug_assertions)
             && let Some(secs) = std::env::var("UTSKICK_TEST_QUOTA_RETRY_SECS")
                 .ok()
@@ -152,8 +151,7 @@ impl Policy {
             quota_retry = Duration::from_secs_f64(secs);
         }
         Policy {
-            // Until `[sending] when_limited` lands in config.rs (the lead's), as before: stop.
-            wait: false,
+            wait: config.sending.when_limited == crate::config::WhenLimited::Wait,
             quota_retry,
         }
     }

@@ -9,105 +9,52 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::Rate;
+use crate::config::{Profile, Rate};
 use crate::limit_window::{self, DailyWindow};
 
-/// A provider's published defaults for one sending identity.
+/// What a provider allows one sending identity beyond `rate` and `daily_limit` (whose
+/// numbers are `config::Profile::limits`, filled into `[sending]` where unset).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowance {
-    /// The profile's name in config.toml.
-    pub name: &'static str,
     /// What the operator knows it as.
     pub provider: &'static str,
-    /// The rate it accepts.
-    pub rate: Rate,
-    /// Messages (recipients) a day, rolling 24 h; None where it is set per account.
+    /// Messages (recipients) a day by default, rolling 24 h; None where it is set per
+    /// account.
     pub daily_limit: Option<u64>,
     /// What else limits a long mailing, for the warning.
     pub note: &'static str,
 }
 
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// The profile of `[smtp] profile` (its config name); None for `none` and unknown names.
-pub fn allowance(name: &str) -> Option<Allowance> {
-    let a = match name {
-        "microsoft365" => Allowance {
-            name: "microsoft365",
-            provider: "Microsoft 365 (Exchange Online)",
-            rate: Rate {
-                count: 30,
-                per: MINUTE,
-            },
-            daily_limit: Some(10_000),
-            note: "a mailbox may send to 10,000 recipients a day, and since 2025 the whole tenant to about 500 × licences^0.7 + 9,500 external recipients a day (about 17,000 for 50 licences), shared with everyone's ordinary mail; a mailbox that looks like it is spamming is blocked (550 5.1.8)",
-        },
-        "google" => Allowance {
-            name: "google",
-            provider: "Google Workspace (smtp.gmail.com)",
-            // Google publishes no per-minute rate for SMTP; a steady pace that spreads the
-            // day's 2,000 evenly over a working day and a half.
-            rate: Rate {
-                count: 20,
-                per: MINUTE,
-            },
-            daily_limit: Some(2_000),
-            note: "a Workspace user may send 2,000 messages a day (500 during a trial); Google's SMTP relay (smtp-relay.gmail.com) takes 10,000 recipients a day per user",
-        },
-        "google-relay" => Allowance {
-            name: "google-relay",
-            provider: "Google Workspace SMTP relay (smtp-relay.gmail.com)",
-            rate: Rate {
-                count: 30,
-                per: MINUTE,
-            },
-            daily_limit: Some(10_000),
-            note: "the SMTP relay service takes 10,000 recipients a day per user",
-        },
-        "ses" => Allowance {
-            name: "ses",
-            provider: "Amazon SES",
-            // The sandbox's rate; production accounts get theirs from AWS.
-            rate: Rate {
-                count: 1,
-                per: Duration::from_secs(1),
-            },
-            daily_limit: None,
-            note: "the sending quota is set per account and region (a new account is in the sandbox: 200 a day, 1 a second, only to verified addresses); set [sending] rate and daily_limit to the quota on the SES console's Account dashboard",
-        },
-        "acs" => Allowance {
-            name: "acs",
-            provider: "Azure Communication Services Email",
-            // 30 a minute and 100 an hour: the hour's is the one a long mailing meets.
-            rate: Rate {
-                count: 100,
-                per: HOUR,
-            },
-            daily_limit: None,
-            note: "by default 30 messages a minute and 100 an hour, raised on request to Azure support before the mailing",
-        },
-        _ => return None,
+/// The provider behind a profile; None for `none`.
+pub fn allowance(profile: Profile) -> Option<Allowance> {
+    let (provider, note) = match profile {
+        Profile::Microsoft365 => (
+            "Microsoft 365 (Exchange Online)",
+            "a mailbox may send to 10,000 recipients a day, and since 2025 the whole tenant to about 500 × licences^0.7 + 9,500 external recipients a day (about 17,000 for 50 licences), shared with everyone's ordinary mail; a mailbox that looks like it is spamming is blocked (550 5.1.8)",
+        ),
+        Profile::Google => (
+            "Google Workspace (smtp.gmail.com)",
+            "a Workspace user may send 2,000 messages a day (500 during a trial); Google's SMTP relay (smtp-relay.gmail.com) takes 10,000 recipients a day per user",
+        ),
+        Profile::GoogleRelay => (
+            "Google Workspace SMTP relay (smtp-relay.gmail.com)",
+            "the SMTP relay service takes 10,000 recipients a day per user",
+        ),
+        Profile::Ses => (
+            "Amazon SES",
+            "the sending quota is set per account and region (a new account is in the sandbox: 200 a day, 1 a second, only to verified addresses); set [sending] rate and daily_limit to the quota on the SES console's Account dashboard",
+        ),
+        Profile::Acs => (
+            "Azure Communication Services Email",
+            "by default 30 messages a minute and 100 an hour, raised on request to Azure support before the mailing",
+        ),
+        Profile::None => return None,
     };
-    Some(a)
-}
-
-/// The profile a relay host suggests, by its config name ("none" where none fits).
-pub fn guess(host: &str) -> &'static str {
-    let h = host.trim_end_matches('.').to_ascii_lowercase();
-    if h == "smtp.office365.com" || h == "smtp-mail.outlook.com" {
-        "microsoft365"
-    } else if h == "smtp.gmail.com" {
-        "google"
-    } else if h == "smtp-relay.gmail.com" {
-        "google-relay"
-    } else if h.starts_with("email-smtp.") && h.ends_with(".amazonaws.com") {
-        "ses"
-    } else if h == "smtp.azurecomm.net" {
-        "acs"
-    } else {
-        "none"
-    }
+    Some(Allowance {
+        provider,
+        daily_limit: profile.limits().1,
+        note,
+    })
 }
 
 /// How long a mailing takes.
@@ -183,22 +130,12 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-fn rate_text(rate: Rate) -> String {
-    let unit = match rate.per.as_secs() {
-        1 => "s".to_string(),
-        60 => "min".to_string(),
-        3600 => "h".to_string(),
-        n => format!("{n} s"),
-    };
-    format!("{}/{unit}", rate.count)
-}
-
 /// Thousands with a comma: 10,000.
 fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -220,7 +157,7 @@ impl Estimate {
         let what = format!(
             "{} messages at {}, {limit}",
             count(self.messages),
-            rate_text(self.rate)
+            self.rate
         );
         let windows = if self.waits > 0 {
             format!(
@@ -250,9 +187,8 @@ impl Estimate {
             "this mailing is more than the relay allows in a day ({} messages",
             count(self.messages)
         );
-        match self.daily_limit.or(allowance.and_then(|a| a.daily_limit)) {
-            Some(l) => text.push_str(&format!(", {} a day", count(l))),
-            None => {}
+        if let Some(l) = self.daily_limit.or(allowance.and_then(|a| a.daily_limit)) {
+            text.push_str(&format!(", {} a day", count(l)));
         }
         text.push_str(&format!("): it takes {}", human_duration(self.duration)));
         if let Some(a) = allowance {
@@ -261,11 +197,6 @@ impl Estimate {
         text.push_str(". For a mailing this size use a bulk relay arranged ahead (Amazon SES with its quota raised, Azure Communication Services with its limits raised, or the company's own Postfix), or accept the days it takes");
         Some(text)
     }
-}
-
-/// The profile of the config: `[smtp] profile`, or the one its host suggests.
-pub fn of_config(config: &crate::config::Config) -> Option<Allowance> {
-    allowance(guess(&config.smtp.host))
 }
 
 /// The estimate of a run of `messages` under `config`, with the journal's sends of the
@@ -285,45 +216,58 @@ pub fn for_run(
         )
     });
     let e = estimate(messages, config.sending.rate, window, now);
-    let profile = of_config(config);
-    (e.line(), e.warning(profile.as_ref()))
+    (e.line(), e.warning(allowance(config.smtp.profile).as_ref()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn now() -> SystemTime {
         humantime::parse_rfc3339("2026-12-01T08:00:00Z").expect("time")
     }
 
-    fn run(profile: &str, messages: u64, used: &[SystemTime]) -> Estimate {
-        let a = allowance(profile).expect("profile");
-        let window = a
+    /// A config for `host` with the profile guessed from it, as the operator would write it.
+    fn config(host: &str) -> Config {
+        let text = format!(
+            "campaign = \"c\"\n[sender]\nfrom = \"A <a@example.se>\"\n[smtp]\nhost = \"{host}\"\nport = 587\nauth = \"none\"\n[recipients]\npath = \"r.csv\"\n"
+        );
+        Config::parse(&text, std::path::Path::new("/x/config.toml")).expect("config")
+    }
+
+    /// The estimate of `messages` through `host`'s profile, `used` sent in the window.
+    fn run(host: &str, messages: u64, used: &[SystemTime]) -> (Estimate, Option<Allowance>) {
+        let c = config(host);
+        let window = c
+            .sending
             .daily_limit
             .map(|l| DailyWindow::new(l, limit_window::DAY, used.iter().copied()));
-        estimate(messages, a.rate, window, now())
+        (
+            estimate(messages, c.sending.rate, window, now()),
+            allowance(c.smtp.profile),
+        )
     }
+
+    const M365: &str = "smtp.office365.com";
 
     #[test]
     fn microsoft365_ten_thousand_fit_a_day_twenty_thousand_take_two() {
         // 10,000 at 30/min: 9,999 intervals of 2 s.
-        let e = run("microsoft365", 10_000, &[]);
+        let (e, a) = run(M365, 10_000, &[]);
         assert_eq!(e.duration, Duration::from_secs(9_999 * 2));
         assert_eq!(e.waits, 0);
         assert_eq!(human_duration(e.duration), "5 h 33 min");
-        assert!(e.warning(allowance("microsoft365").as_ref()).is_none());
+        assert!(e.warning(a.as_ref()).is_none());
         // 20,000: the 10,001st waits until 24 h after the first, then 9,999 more at 2 s.
-        let e = run("microsoft365", 20_000, &[]);
+        let (e, a) = run(M365, 20_000, &[]);
         assert_eq!(e.waits, 1);
         assert_eq!(
             e.duration,
             limit_window::DAY + Duration::from_secs(9_999 * 2)
         );
         assert_eq!(human_duration(e.duration), "1 day 5 h");
-        let w = e
-            .warning(allowance("microsoft365").as_ref())
-            .expect("warning");
+        let w = e.warning(a.as_ref()).expect("warning");
         assert!(
             w.contains("10,000 a day") && w.contains("Amazon SES"),
             "{w}"
@@ -339,7 +283,7 @@ mod tests {
         let used: Vec<SystemTime> = (0..9_000u64)
             .map(|i| first + Duration::from_secs(i * 2))
             .collect();
-        let e = run("microsoft365", 2_000, &used);
+        let (e, _) = run(M365, 2_000, &used);
         assert_eq!(e.used_today, 9_000);
         assert_eq!(e.waits, 1);
         // Message 1,001 starts when the oldest leaves (4 h from now); each later one is
@@ -351,34 +295,40 @@ mod tests {
     }
 
     #[test]
-    fn google_two_thousand_a_day() {
-        let e = run("google", 5_000, &[]);
-        // Two waits of a day; 999 + 999 + 999 intervals of 3 s after each opening.
+    fn google_two_thousand_a_day_its_relay_ten_thousand() {
+        // No published rate: the default 30/min, 2 s apart.
+        let (e, a) = run("smtp.gmail.com", 5_000, &[]);
+        // Two waits of a day; 999 intervals after the last opening.
         assert_eq!(e.waits, 2);
         assert_eq!(
             e.duration,
-            2 * limit_window::DAY + Duration::from_secs(999 * 3)
+            2 * limit_window::DAY + Duration::from_secs(999 * 2)
         );
-        assert!(e.warning(allowance("google").as_ref()).is_some());
-        let relay = run("google-relay", 5_000, &[]);
+        assert!(e.warning(a.as_ref()).is_some());
+        let (relay, a) = run("smtp-relay.gmail.com", 5_000, &[]);
         assert_eq!(relay.waits, 0);
         assert_eq!(relay.duration, Duration::from_secs(4_999 * 2));
+        assert!(relay.warning(a.as_ref()).is_none());
     }
 
     #[test]
     fn ses_has_no_daily_default_and_acs_goes_by_the_hour() {
-        let e = run("ses", 3_600, &[]);
+        let (e, a) = run("email-smtp.eu-north-1.amazonaws.com", 3_600, &[]);
         assert_eq!(e.daily_limit, None);
         assert_eq!(e.duration, Duration::from_secs(3_599));
-        assert!(e.warning(allowance("ses").as_ref()).is_none());
-        let acs = run("acs", 1_000, &[]);
+        assert!(e.warning(a.as_ref()).is_none());
+        let (acs, _) = run("smtp.azurecomm.net", 1_000, &[]);
         assert_eq!(acs.duration, Duration::from_secs(999 * 36));
         assert_eq!(human_duration(acs.duration), "9 h 59 min");
+        // A company Postfix: no profile, no warning, the default rate.
+        let (own, a) = run("smtp.example.se", 100, &[]);
+        assert!(a.is_none() && own.daily_limit.is_none());
+        assert_eq!(own.duration, Duration::from_secs(99 * 2));
     }
 
     #[test]
     fn the_line_says_messages_rate_limit_duration_and_end() {
-        let line = run("microsoft365", 20_000, &[]).line();
+        let line = run(M365, 20_000, &[]).0.line();
         assert!(
             line.starts_with("20,000 messages at 30/min, daily limit 10,000 (rolling 24 h, 0 used): takes about 1 day 5 h, waiting 1 time(s)"),
             "{line}"
@@ -387,19 +337,14 @@ mod tests {
     }
 
     #[test]
-    fn hosts_suggest_profiles() {
-        assert_eq!(guess("smtp.office365.com"), "microsoft365");
-        assert_eq!(guess("SMTP.Office365.com."), "microsoft365");
-        assert_eq!(guess("smtp.gmail.com"), "google");
-        assert_eq!(guess("smtp-relay.gmail.com"), "google-relay");
-        assert_eq!(guess("email-smtp.eu-north-1.amazonaws.com"), "ses");
-        assert_eq!(guess("smtp.azurecomm.net"), "acs");
-        assert_eq!(guess("smtp.example.se"), "none");
-        assert_eq!(guess("email-smtp.example.se"), "none");
-        for name in ["microsoft365", "google", "google-relay", "ses", "acs"] {
-            assert_eq!(allowance(name).map(|a| a.name), Some(name));
+    fn every_profile_but_none_names_its_provider() {
+        use Profile::*;
+        for p in [Microsoft365, Google, GoogleRelay, Ses, Acs] {
+            let a = allowance(p).expect("provider");
+            assert_eq!(a.daily_limit, p.limits().1);
+            assert!(!a.note.is_empty());
         }
-        assert!(allowance("none").is_none());
+        assert!(allowance(Profile::None).is_none());
     }
 
     #[test]

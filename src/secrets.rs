@@ -318,18 +318,6 @@ impl TokenCache {
     }
 }
 
-/// `[smtp] secret_command_timeout_secs`.
-pub fn command_timeout(config: &crate::config::Config) -> Duration {
-    let _ = config;
-    DEFAULT_COMMAND_TIMEOUT
-}
-
-/// `[smtp] token_lifetime_secs`: a token's life where its command does not say.
-pub fn token_lifetime(config: &crate::config::Config) -> Duration {
-    let _ = config;
-    Duration::from_secs(3000)
-}
-
 /// The relay's secret for a run: a password read once, or, for XOAUTH2 with
 /// `token_command`, a token cache (its first token fetched now, so that a broken command is
 /// reported before anything else happens).
@@ -338,11 +326,11 @@ pub fn smtp_secret(
     what: &str,
 ) -> Result<(Option<SecretString>, Option<Arc<TokenCache>>)> {
     use crate::config::AuthMethod;
-    let limit = command_timeout(config);
+    let limit = config.smtp.secret_command_timeout;
     match &config.smtp.secret {
         None => Ok((None, None)),
         Some(SecretSource::Command(cmd)) if config.smtp.auth == AuthMethod::Xoauth2 => {
-            let cache = TokenCache::new(cmd, token_lifetime(config), limit);
+            let cache = TokenCache::new(cmd, config.smtp.token_lifetime, limit);
             cache.prime()?;
             Ok((None, Some(cache)))
         }

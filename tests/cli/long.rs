@@ -3,6 +3,8 @@
 //! in-process SMTP server over real TCP.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::smtp_server::{self, Mechanism, ServerOptions, SmtpServer};
@@ -190,4 +192,248 @@ fn a_relay_refusing_every_token_stops_before_the_question() {
     assert_eq!(token_runs(&env), 1);
     assert!(env.journal().is_empty(), "{:?}", env.journal());
     assert_no_token_shown(&run);
+}
+
+#[test]
+fn a_bare_token_lives_token_lifetime_secs() {
+    // The command prints the token alone; `token_lifetime_secs` says how long it lives.
+    let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 4000));
+    let env = example(&server);
+    token_command(&env, 0);
+    let runs = env.path("token-runs");
+    env.write(
+        "token.sh",
+        format!(
+            "#!/bin/sh\necho run >> '{runs}'\nn=$(wc -l < '{runs}' | tr -d ' ')\nprintf 'tok-%s-%s\\n' \"$n\" \"$(date +%s%N | cut -c1-13)\"\n",
+            runs = runs.display()
+        ),
+    );
+    env.set("smtp", "token_lifetime_secs", "2");
+    env.set("sending", "rate", "\"2/s\"");
+    let run = env.run(&["send", "--yes"]);
+    assert_all_sent(&env, &server, &run);
+    let runs = token_runs(&env);
+    assert!(runs >= 3, "the token command ran {runs} times");
+    assert_eq!(refusals(&server), 0, "{:#?}", server.dialogue());
+    assert_no_token_shown(&run);
+}
+
+#[test]
+fn a_secret_command_that_hangs_is_stopped_after_its_timeout() {
+    for (key, auth) in [("token_command", "xoauth2"), ("password_command", "plain")] {
+        let server = SmtpServer::plain();
+        let env = example(&server);
+        env.set("smtp", "auth", &format!("{auth:?}"));
+        env.set("smtp", "username", &format!("{USER:?}"));
+        env.set("smtp", key, "\"sleep 60\"");
+        env.set("smtp", "secret_command_timeout_secs", "1");
+        for args in [&["send", "--yes"][..], &["check"][..]] {
+            let started = Instant::now();
+            let run = env.run(args);
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{key} {args:?} took {:?}",
+                started.elapsed()
+            );
+            run.expect_code(2);
+            assert!(
+                run.all()
+                    .contains("(\"sleep 60\") did not finish within 1 s and was stopped"),
+                "{key} {args:?}: {}",
+                run.all()
+            );
+        }
+        assert!(server.received().is_empty());
+        assert!(env.journal().is_empty());
+    }
+}
+
+/// Starts `send --yes` with its stderr in a file, and `vars` in its environment.
+fn spawn_send(env: &TestEnv, vars: &[(&str, &str)]) -> (Child, PathBuf) {
+    let err = env.path("send.stderr");
+    let mut c = env.cmd(&["send", "--yes"]);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("starts utskick");
+    (child, err)
+}
+
+/// Waits until the file holds `text` (or `within` is over); returns what it holds.
+fn wait_for(path: &Path, text: &str, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let seen = std::fs::read_to_string(path).unwrap_or_default();
+        if seen.contains(text) || started.elapsed() > within {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `sent` events' times, in journal order.
+fn sent_times(env: &TestEnv) -> Vec<SystemTime> {
+    env.events("sent")
+        .iter()
+        .map(|e| humantime::parse_rfc3339(e["ts"].as_str().expect("ts")).expect("an RFC 3339 time"))
+        .collect()
+}
+
+/// Every attempt has an outcome (`sent`, `failed`, `deferred`, `withdrawn`, `unknown`):
+/// the journal says what happened to everyone.
+fn assert_every_attempt_has_an_outcome(env: &TestEnv) {
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    for e in env.journal() {
+        let (Some(kind), Some(key)) = (e["event"].as_str(), e["key"].as_str()) else {
+            continue;
+        };
+        let n = open.entry(key.to_string()).or_default();
+        match kind {
+            "attempt" => *n += 1,
+            _ => *n = n.saturating_sub(1),
+        }
+    }
+    assert!(
+        open.values().all(|n| *n == 0),
+        "attempts without outcome: {open:?}"
+    );
+}
+
+#[test]
+fn daily_limit_with_wait_pauses_until_the_window_reopens_and_goes_on() {
+    let server = SmtpServer::plain();
+    let env = example(&server);
+    env.set("sending", "daily_limit", "4");
+    // when_limited = "wait" is the default. Test-only: a rolling window of 2 s.
+    let started = Instant::now();
+    let run = env.run_env(
+        &["send", "--yes"],
+        &[("UTSKICK_TEST_DAILY_WINDOW_SECS", "2")],
+    );
+    run.expect_code(0);
+    assert_eq!(server.received().len(), EXAMPLE_ROWS);
+    let st = states(&env);
+    assert!(
+        st.len() == EXAMPLE_ROWS && st.values().all(|s| s == "sent"),
+        "{st:?}"
+    );
+    // Twelve at four a window: it waited twice, and said until when.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let waits = run
+        .stderr
+        .matches("daily_limit 4 reached (rolling 24 h): waiting until ")
+        .count();
+    assert_eq!(waits, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("(local time)"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("the wait is over: going on").count(), 2);
+    // No four sends within any 2 s: the fifth is 2 s after the first, the ninth after the
+    // fifth.
+    let t = sent_times(&env);
+    for i in 4..t.len() {
+        let gap = t[i].duration_since(t[i - 4]).expect("in order");
+        assert!(
+            gap >= Duration::from_millis(1990),
+            "send {i}: {gap:?} after send {}",
+            i - 4
+        );
+    }
+    assert_every_attempt_has_an_outcome(&env);
+}
+
+#[test]
+fn a_daily_quota_reply_with_wait_is_tried_again_and_the_run_goes_on() {
+    // The relay's quota is used up for the first 2 s after its fifth message.
+    let full_until = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let f = full_until.clone();
+    let server = SmtpServer::scripted(move |e, ctx| {
+        if !matches!(e, smtp_server::Event::Mail { .. }) || ctx.messages_total < 5 {
+            return smtp_server::Action::Default;
+        }
+        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *f.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+        if Instant::now() < until {
+            smtp_server::Action::reply("550 5.4.5 Daily user sending quota exceeded")
+        } else {
+            smtp_server::Action::Default
+        }
+    });
+    let env = example(&server);
+    let run = env.run_env(
+        &["send", "--yes"],
+        &[("UTSKICK_TEST_QUOTA_RETRY_SECS", "1")],
+    );
+    run.expect_code(0);
+    assert_eq!(server.received().len(), EXAMPLE_ROWS);
+    let st = states(&env);
+    assert!(
+        st.len() == EXAMPLE_ROWS && st.values().all(|s| s == "sent"),
+        "{st:?}"
+    );
+    let deferred = env.events("deferred").len();
+    assert!((1..=3).contains(&deferred), "{deferred} deferred");
+    assert!(
+        run.stderr.contains("the relay's daily quota is used up (550 5.4.5 Daily user sending quota exceeded): trying again at "),
+        "{}",
+        run.stderr
+    );
+    assert!(env.events("failed").is_empty());
+    assert_every_attempt_has_an_outcome(&env);
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_the_daily_window_exits_130_with_the_journal_consistent() {
+    let server = SmtpServer::plain();
+    let env = example(&server);
+    env.set("sending", "daily_limit", "3");
+    let (mut child, err) = spawn_send(&env, &[("UTSKICK_TEST_DAILY_WINDOW_SECS", "600")]);
+    let seen = wait_for(&err, "waiting until", Duration::from_secs(30));
+    assert!(seen.contains("daily_limit 3 reached"), "{seen}");
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) on the child we spawned (still running: it was not reaped).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waits") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still waiting 10 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    assert_eq!(server.received().len(), 3);
+    let st = states(&env);
+    assert_eq!(st.len(), 3, "only the three sent have a state: {st:?}");
+    assert!(st.values().all(|s| s == "sent"), "{st:?}");
+    assert_every_attempt_has_an_outcome(&env);
+    assert!(
+        env.events("end")
+            .last()
+            .and_then(|e| e["outcome"].as_str().map(str::to_string))
+            .is_some_and(|o| o == "interrupted"),
+        "{:?}",
+        env.events("end")
+    );
+    // The next send (the window still closed) waits again rather than sending a fourth.
+    let (mut again, err) = spawn_send(&env, &[("UTSKICK_TEST_DAILY_WINDOW_SECS", "600")]);
+    let seen = wait_for(&err, "waiting until", Duration::from_secs(30));
+    let _ = again.kill();
+    let _ = again.wait();
+    assert!(seen.contains("daily_limit 3 reached"), "{seen}");
+    assert_eq!(server.received().len(), 3);
 }
