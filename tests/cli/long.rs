@@ -437,3 +437,135 @@ fn ctrl_c_while_waiting_for_the_daily_window_exits_130_with_the_journal_consiste
     assert!(seen.contains("daily_limit 3 reached"), "{seen}");
     assert_eq!(server.received().len(), 3);
 }
+
+/// A token endpoint on loopback answering as the Microsoft identity platform does
+/// (`POST /{tenant}/oauth2/v2.0/token`, a form body, a JSON answer); it keeps each
+/// request's form fields.
+struct TokenEndpoint {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<BTreeMap<String, String>>>>,
+}
+
+impl TokenEndpoint {
+    fn start(tenant: &'static str, token: &'static str) -> TokenEndpoint {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let form: BTreeMap<String, String> = form_urlencoded::parse(&body)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let good = request_line.starts_with(&format!("POST /{tenant}/oauth2/v2.0/token "))
+                    && form.get("grant_type").map(String::as_str) == Some("client_credentials");
+                seen.lock().unwrap_or_else(|p| p.into_inner()).push(form);
+                let (status, body) = if good {
+                    (
+                        "200 OK",
+                        format!(
+                            "{{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,\"access_token\":\"{token}\"}}"
+                        ),
+                    )
+                } else {
+                    (
+                        "400 Bad Request",
+                        "{\"error\":\"invalid_request\",\"error_description\":\"AADSTS900144\"}"
+                            .to_string(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenEndpoint { port, requests }
+    }
+}
+
+#[test]
+fn the_readme_token_script_gets_a_token_that_the_relay_takes() {
+    const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+    const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.test.sig";
+    // A secret as Entra makes them, with characters a form must encode.
+    const SECRET: &str = "Ab8Q~x.y_z-1+2&3=4%";
+    let endpoint = TokenEndpoint::start(TENANT, TOKEN);
+    let server = SmtpServer::start(
+        ServerOptions::default()
+            .auth(USER, "unused")
+            .mechanisms(&[Mechanism::XOAuth2])
+            .require_auth()
+            .xoauth2_tokens(|t| t == TOKEN),
+    );
+    let env = example(&server);
+    env.set("smtp", "auth", "\"xoauth2\"");
+    env.set("smtp", "username", &format!("{USER:?}"));
+    let script = crate::support::testenv::repo().join("docs/m365-token.sh");
+    env.set(
+        "smtp",
+        "token_command",
+        &format!("{:?}", format!("sh '{}'", script.display())),
+    );
+    env.write("client-secret", SECRET);
+    let url = format!(
+        "http://127.0.0.1:{}/{TENANT}/oauth2/v2.0/token",
+        endpoint.port
+    );
+    let secret_file = env.path("client-secret").display().to_string();
+    let run = env.run_env(
+        &["send", "--yes"],
+        &[
+            ("M365_TENANT_ID", TENANT),
+            ("M365_CLIENT_ID", "66666666-7777-8888-9999-000000000000"),
+            ("M365_CLIENT_SECRET_FILE", &secret_file),
+            ("M365_TOKEN_URL", &url),
+        ],
+    );
+    assert_all_sent(&env, &server, &run);
+    assert!(!run.all().contains(TOKEN) && !run.all().contains(SECRET));
+    let requests = endpoint
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert_eq!(
+        requests.len(),
+        1,
+        "one token for the whole run: {requests:?}"
+    );
+    let form = &requests[0];
+    assert_eq!(form["client_secret"], SECRET);
+    assert_eq!(form["scope"], "https://outlook.office365.com/.default");
+    assert_eq!(form["client_id"], "66666666-7777-8888-9999-000000000000");
+
+    // Without the tenant the script fails, and utskick says so without its output.
+    let run = env.run_env(&["check"], &[("M365_TOKEN_URL", &url)]);
+    run.expect_code(2);
+    assert!(
+        run.all()
+            .contains("the command for the OAuth2 access token failed"),
+        "{}",
+        run.all()
+    );
+}
