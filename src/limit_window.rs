@@ -163,6 +163,20 @@ pub struct Limits {
     window: Option<DailyWindow>,
     policy: Policy,
     waiting: Option<SystemTime>,
+    /// Waits shorter than this pass without a word: once a full window reopens, its slots
+    /// free one by one at the pace they were used, which is about the rate's own pace.
+    quiet_below: Duration,
+    /// The current wait was announced.
+    announced: bool,
+}
+
+/// A wait the run enters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Until when.
+    pub until: SystemTime,
+    /// Long enough to say so, close the connections and take back what was journaled ahead.
+    pub long: bool,
 }
 
 impl Limits {
@@ -180,6 +194,8 @@ impl Limits {
             }),
             policy: Policy::of(config),
             waiting: None,
+            quiet_below: quiet_below(config.sending.rate.per / config.sending.rate.count.max(1)),
+            announced: false,
         }
     }
 
@@ -214,25 +230,30 @@ impl Limits {
         }
     }
 
-    /// The window is full: with `wait`, until when the run waits (and it now does).
-    pub fn wait_for_window(&mut self) -> Option<SystemTime> {
+    /// The window is full: with `wait`, the wait the run now enters.
+    pub fn wait_for_window(&mut self) -> Option<Wait> {
         if !self.policy.wait {
             return None;
         }
-        let until = self.window.as_mut()?.reopens(SystemTime::now(), 0);
+        let now = SystemTime::now();
+        let until = self.window.as_mut()?.reopens(now, 0);
+        let long = until.duration_since(now).unwrap_or_default() >= self.quiet_below;
         self.waiting = Some(until);
-        Some(until)
+        self.announced = long;
+        Some(Wait { until, long })
     }
 
-    /// The relay gave a daily-quota reply: with `wait`, until when the run waits.
-    pub fn wait_for_quota(&mut self) -> Option<SystemTime> {
+    /// The relay gave a daily-quota reply: with `wait`, the wait the run now enters
+    /// (always long: the relay said nothing of when).
+    pub fn wait_for_quota(&mut self) -> Option<Wait> {
         if !self.policy.wait {
             return None;
         }
         let until = SystemTime::now() + self.policy.quota_retry;
         let until = self.waiting.map_or(until, |w| w.max(until));
         self.waiting = Some(until);
-        Some(until)
+        self.announced = true;
+        Some(Wait { until, long: true })
     }
 
     /// Until when the run waits.
@@ -240,10 +261,17 @@ impl Limits {
         self.waiting
     }
 
-    /// The wait is over.
-    pub fn done_waiting(&mut self) {
+    /// The wait is over; true when it had been announced.
+    pub fn done_waiting(&mut self) -> bool {
         self.waiting = None;
+        std::mem::take(&mut self.announced)
     }
+}
+
+/// The shortest wait worth announcing, for messages `interval` apart: twice the interval,
+/// at least a second.
+fn quiet_below(interval: Duration) -> Duration {
+    (interval * 2).max(Duration::from_secs(1))
 }
 
 /// Sleeps until the wall clock says `at`, in steps of a few seconds, so that time the
@@ -366,6 +394,16 @@ mod tests {
         assert_eq!(
             w.sent.iter().copied().collect::<Vec<_>>(),
             [at(50), at(100), at(200)]
+        );
+    }
+
+    #[test]
+    fn short_waits_pass_quietly() {
+        // 30/min: slots freeing 2 s apart are the rate's own pace, not a wait to announce.
+        assert_eq!(quiet_below(Duration::from_secs(2)), Duration::from_secs(4));
+        assert_eq!(
+            quiet_below(Duration::from_millis(1)),
+            Duration::from_secs(1)
         );
     }
 

@@ -9,6 +9,7 @@
 
 use std::io::{IsTerminal, Read};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -29,6 +30,17 @@ pub fn read(source: &SecretSource, what: &str) -> Result<SecretString> {
 
 /// Reads a secret; a command that runs longer than `limit` is killed and is an error.
 pub fn read_within(source: &SecretSource, what: &str, limit: Duration) -> Result<SecretString> {
+    read_in(source, what, limit, None)
+}
+
+/// Like [`read_within`], a command running in `dir` (the config's folder, against which its
+/// relative paths are read, as every path of config.toml is).
+pub fn read_in(
+    source: &SecretSource,
+    what: &str,
+    limit: Duration,
+    dir: Option<&Path>,
+) -> Result<SecretString> {
     match source {
         SecretSource::Env(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
@@ -36,7 +48,7 @@ pub fn read_within(source: &SecretSource, what: &str, limit: Duration) -> Result
                 "the {what} is read from the environment variable {var}, which is not set: export {var}=... (or set password_command in config.toml)"
             ),
         },
-        SecretSource::Command(cmd) => run_command(cmd, what, limit),
+        SecretSource::Command(cmd) => run_command(cmd, what, limit, dir),
         SecretSource::Prompt => {
             if !std::io::stdin().is_terminal() {
                 bail!(
@@ -55,8 +67,12 @@ pub fn read_within(source: &SecretSource, what: &str, limit: Duration) -> Result
 
 /// Runs `cmd` with `sh -c` in a process group of its own, so that a timeout kills whatever
 /// it started (a `sleep`, a `curl`) and not only the shell.
-fn run_command(cmd: &str, what: &str, limit: Duration) -> Result<SecretString> {
-    let mut child = Command::new("sh")
+fn run_command(cmd: &str, what: &str, limit: Duration, dir: Option<&Path>) -> Result<SecretString> {
+    let mut command = Command::new("sh");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
@@ -229,6 +245,7 @@ struct Held {
 /// of them runs the command at a time.
 pub struct TokenCache {
     command: String,
+    dir: PathBuf,
     timeout: Duration,
     default_lifetime: Duration,
     held: tokio::sync::Mutex<Option<Held>>,
@@ -245,11 +262,17 @@ impl std::fmt::Debug for TokenCache {
 const TOKEN: &str = "OAuth2 access token";
 
 impl TokenCache {
-    /// For `command`; `default_lifetime` where its output says nothing
+    /// For `command`, run in `dir`; `default_lifetime` where its output says nothing
     /// (`[smtp] token_lifetime_secs`), `timeout` for each run of it.
-    pub fn new(command: &str, default_lifetime: Duration, timeout: Duration) -> Arc<TokenCache> {
+    pub fn new(
+        command: &str,
+        dir: &Path,
+        default_lifetime: Duration,
+        timeout: Duration,
+    ) -> Arc<TokenCache> {
         Arc::new(TokenCache {
             command: command.to_string(),
+            dir: dir.to_path_buf(),
             timeout,
             default_lifetime,
             held: tokio::sync::Mutex::new(None),
@@ -257,7 +280,12 @@ impl TokenCache {
     }
 
     fn fetch(&self, generation: u64) -> Result<Held> {
-        let token = parse_token(run_command(&self.command, TOKEN, self.timeout)?)?;
+        let token = parse_token(run_command(
+            &self.command,
+            TOKEN,
+            self.timeout,
+            Some(&self.dir),
+        )?)?;
         Ok(Held {
             secret: token.secret,
             fetched: SystemTime::now(),
@@ -330,11 +358,11 @@ pub fn smtp_secret(
     match &config.smtp.secret {
         None => Ok((None, None)),
         Some(SecretSource::Command(cmd)) if config.smtp.auth == AuthMethod::Xoauth2 => {
-            let cache = TokenCache::new(cmd, config.smtp.token_lifetime, limit);
+            let cache = TokenCache::new(cmd, &config.dir, config.smtp.token_lifetime, limit);
             cache.prime()?;
             Ok((None, Some(cache)))
         }
-        Some(source) => Ok((Some(read_within(source, what, limit)?), None)),
+        Some(source) => Ok((Some(read_in(source, what, limit, Some(&config.dir))?), None)),
     }
 }
 
@@ -437,7 +465,12 @@ mod tests {
             runs.display(),
             runs.display()
         );
-        let cache = TokenCache::new(&cmd, Duration::from_secs(3000), Duration::from_secs(5));
+        let cache = TokenCache::new(
+            &cmd,
+            dir.path(),
+            Duration::from_secs(3000),
+            Duration::from_secs(5),
+        );
         let count = || std::fs::read_to_string(&runs).map_or(0, |s| s.lines().count());
         cache.prime().expect("primes");
         let rt = tokio::runtime::Builder::new_current_thread()

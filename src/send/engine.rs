@@ -162,14 +162,15 @@ impl Engine {
                 let limit = limits.daily_limit().unwrap_or(0);
                 match limits.wait_for_window() {
                     None => report.stop = Some(Stop::DailyLimit(limit)),
-                    Some(until) => {
+                    Some(wait) if wait.long => {
                         progress.note(&format!(
                             "daily_limit {limit} reached (rolling 24 h): waiting until {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                            crate::limit_window::local_time(until)
+                            crate::limit_window::local_time(wait.until)
                         ));
                         this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report)
                             .await;
                     }
+                    Some(_) => {}
                 }
                 continue;
             }
@@ -210,10 +211,10 @@ impl Engine {
                         Outcome::Sent => limits.sent(),
                         // Long mailings: a daily quota is waited out (when_limited = "wait").
                         Outcome::Relay { verdict: Verdict::RelayQuota, ref reason } => {
-                            if let Some(until) = limits.wait_for_quota() {
+                            if let Some(wait) = limits.wait_for_quota() {
                                 progress.note(&format!(
                                     "the relay's daily quota is used up ({reason}): trying again at {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                                    crate::limit_window::local_time(until)
+                                    crate::limit_window::local_time(wait.until)
                                 ));
                                 queue.front.push_front(job);
                                 this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report).await;
@@ -225,8 +226,9 @@ impl Engine {
                     queue.handle(&mut report, progress, &sending, job, outcome);
                 }
                 _ = crate::limit_window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
-                    limits.done_waiting();
-                    progress.note("the wait is over: going on");
+                    if limits.done_waiting() {
+                        progress.note("the wait is over: going on");
+                    }
                 }
                 _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && (next.is_some() || !staged.is_empty()) => {
                     queue.paused_until = None;

@@ -521,27 +521,33 @@ fn the_readme_token_script_gets_a_token_that_the_relay_takes() {
     let env = example(&server);
     env.set("smtp", "auth", "\"xoauth2\"");
     env.set("smtp", "username", &format!("{USER:?}"));
-    let script = crate::support::testenv::repo().join("docs/m365-token.sh");
-    env.set(
-        "smtp",
-        "token_command",
-        &format!("{:?}", format!("sh '{}'", script.display())),
-    );
+    // As the README says: the script copied beside config.toml, named relative to it.
+    std::fs::copy(
+        crate::support::testenv::repo().join("docs/m365-token.sh"),
+        env.path("m365-token.sh"),
+    )
+    .expect("copies the script");
+    env.set("smtp", "token_command", "\"sh m365-token.sh\"");
     env.write("client-secret", SECRET);
     let url = format!(
         "http://127.0.0.1:{}/{TENANT}/oauth2/v2.0/token",
         endpoint.port
     );
     let secret_file = env.path("client-secret").display().to_string();
-    let run = env.run_env(
-        &["send", "--yes"],
-        &[
-            ("M365_TENANT_ID", TENANT),
-            ("M365_CLIENT_ID", "66666666-7777-8888-9999-000000000000"),
-            ("M365_CLIENT_SECRET_FILE", &secret_file),
-            ("M365_TOKEN_URL", &url),
-        ],
-    );
+    // From another folder, with --config: the command still runs in the config's folder.
+    let config = env.path("config.toml").display().to_string();
+    let mut send = env.cmd(&["--config", &config, "send", "--yes"]);
+    send.current_dir("/")
+        .env("M365_TENANT_ID", TENANT)
+        .env("M365_CLIENT_ID", "66666666-7777-8888-9999-000000000000")
+        .env("M365_CLIENT_SECRET_FILE", &secret_file)
+        .env("M365_TOKEN_URL", &url);
+    let out = send.output().expect("runs utskick");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_all_sent(&env, &server, &run);
     assert!(!run.all().contains(TOKEN) && !run.all().contains(SECRET));
     let requests = endpoint
