@@ -29,15 +29,21 @@ fn now_ms() -> u128 {
 }
 
 /// A token command like the README's curl script: each run appends a line to
-/// `token-runs` and prints a token endpoint's JSON answer. The token is
-/// `tok-<run number>-<issued, unix ms>`, so that the server can tell its age, as a real
-/// relay tells a JWT's.
-fn token_command(env: &TestEnv, expires_in: u64) {
+/// `token-runs` and prints a token endpoint's JSON answer with `expires_in` (or, with None,
+/// the bare token). The token is `tok-<run number>-<issued, unix ms>`, so that the server
+/// can tell its age, as a real relay tells a JWT's.
+fn token_command(env: &TestEnv, expires_in: Option<u64>) {
     let runs = env.path("token-runs");
+    let print = match expires_in {
+        Some(n) => format!(
+            "printf '{{\"token_type\":\"Bearer\",\"expires_in\":{n},\"access_token\":\"tok-%s-%s\"}}\\n' \"$n\" \"$ms\""
+        ),
+        None => "printf 'tok-%s-%s\\n' \"$n\" \"$ms\"".to_string(),
+    };
     env.write(
         "token.sh",
         format!(
-            "#!/bin/sh\necho run >> '{runs}'\nn=$(wc -l < '{runs}' | tr -d ' ')\nms=$(date +%s%N | cut -c1-13)\nprintf '{{\"token_type\":\"Bearer\",\"expires_in\":{expires_in},\"access_token\":\"tok-%s-%s\"}}\\n' \"$n\" \"$ms\"\n",
+            "#!/bin/sh\necho run >> '{runs}'\nn=$(wc -l < '{runs}' | tr -d ' ')\nms=$(date +%s%N | cut -c1-13)\n{print}\n",
             runs = runs.display()
         ),
     );
@@ -114,24 +120,39 @@ fn assert_no_token_shown(run: &Run) {
     );
 }
 
-#[test]
-fn a_run_longer_than_a_tokens_life_fetches_new_tokens_and_sends_everyone() {
-    // Tokens live 2 s (the JSON says so); the relay takes one for 4 s after it was issued.
+/// Twelve messages at 2/s through a relay that takes a token for 4 s after its issue,
+/// with tokens living 2 s (`configure` says how the run learns that): the run must fetch
+/// new ones ahead of their end, and the relay never has to refuse one.
+fn tokens_renewed_ahead(configure: impl FnOnce(&TestEnv)) {
     let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 4000));
     let env = example(&server);
-    token_command(&env, 2);
+    configure(&env);
     env.set("sending", "rate", "\"2/s\"");
     let started = Instant::now();
     let run = env.run(&["send", "--yes"]);
     assert_all_sent(&env, &server, &run);
-    // Twelve messages at 2/s: longer than a token's life, several times.
+    // Longer than a token's life, several times.
     assert!(started.elapsed() >= Duration::from_secs(5));
     let runs = token_runs(&env);
     assert!(runs >= 3, "the token command ran {runs} times");
-    // Fetched ahead of its end: the relay never had to refuse one.
     assert_eq!(refusals(&server), 0, "{:#?}", server.dialogue());
     assert!(server.seen("AUTH") >= EXAMPLE_ROWS / 2);
     assert_no_token_shown(&run);
+}
+
+#[test]
+fn a_run_longer_than_a_tokens_life_fetches_new_tokens_and_sends_everyone() {
+    // The JSON's expires_in says 2 s.
+    tokens_renewed_ahead(|env| token_command(env, Some(2)));
+}
+
+#[test]
+fn a_bare_token_lives_token_lifetime_secs() {
+    // The command prints the token alone; `token_lifetime_secs` says how long it lives.
+    tokens_renewed_ahead(|env| {
+        token_command(env, None);
+        env.set("smtp", "token_lifetime_secs", "2");
+    });
 }
 
 #[test]
@@ -140,7 +161,7 @@ fn a_token_the_relay_refuses_is_fetched_again_once_and_the_run_goes_on() {
     // as when an admin rotates the app's secret): every later login is refused first.
     let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 1000));
     let env = example(&server);
-    token_command(&env, 3600);
+    token_command(&env, Some(3600));
     env.set("sending", "rate", "\"2/s\"");
     let run = env.run(&["send", "--yes"]);
     assert_all_sent(&env, &server, &run);
@@ -162,7 +183,7 @@ fn a_relay_refusing_a_fresh_token_stops_the_run_with_nobody_booked() {
         logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 && token_parts(t).is_some()
     });
     let env = example(&server);
-    token_command(&env, 3600);
+    token_command(&env, Some(3600));
     let run = env.run(&["send", "--yes"]);
     run.expect_code(1);
     assert!(run.stderr.contains("refused the login"), "{}", run.stderr);
@@ -185,36 +206,12 @@ fn a_relay_refusing_a_fresh_token_stops_the_run_with_nobody_booked() {
 fn a_relay_refusing_every_token_stops_before_the_question() {
     let server = token_relay(|_| false);
     let env = example(&server);
-    token_command(&env, 3600);
+    token_command(&env, Some(3600));
     let run = env.run(&["send", "--yes"]);
     run.expect_code(1);
     // The first token was never used before: its refusal is final, no second fetch.
     assert_eq!(token_runs(&env), 1);
     assert!(env.journal().is_empty(), "{:?}", env.journal());
-    assert_no_token_shown(&run);
-}
-
-#[test]
-fn a_bare_token_lives_token_lifetime_secs() {
-    // The command prints the token alone; `token_lifetime_secs` says how long it lives.
-    let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 4000));
-    let env = example(&server);
-    token_command(&env, 0);
-    let runs = env.path("token-runs");
-    env.write(
-        "token.sh",
-        format!(
-            "#!/bin/sh\necho run >> '{runs}'\nn=$(wc -l < '{runs}' | tr -d ' ')\nprintf 'tok-%s-%s\\n' \"$n\" \"$(date +%s%N | cut -c1-13)\"\n",
-            runs = runs.display()
-        ),
-    );
-    env.set("smtp", "token_lifetime_secs", "2");
-    env.set("sending", "rate", "\"2/s\"");
-    let run = env.run(&["send", "--yes"]);
-    assert_all_sent(&env, &server, &run);
-    let runs = token_runs(&env);
-    assert!(runs >= 3, "the token command ran {runs} times");
-    assert_eq!(refusals(&server), 0, "{:#?}", server.dialogue());
     assert_no_token_shown(&run);
 }
 
@@ -573,5 +570,57 @@ fn the_readme_token_script_gets_a_token_that_the_relay_takes() {
             .contains("the command for the OAuth2 access token failed"),
         "{}",
         run.all()
+    );
+}
+
+#[test]
+fn check_and_the_confirmation_estimate_the_mailing_and_warn_beyond_a_day() {
+    let server = SmtpServer::plain();
+    let env = example(&server);
+    // A Microsoft 365 mailbox whose limit was set lower (as an admin may with a policy).
+    env.set("smtp", "profile", "\"microsoft365\"");
+    env.set("sending", "daily_limit", "5");
+    env.set("sending", "rate", "\"30/min\"");
+    let run = env.run(&["check"]);
+    run.expect_code(0);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("estimate"))
+        .unwrap_or_else(|| panic!("no estimate line:\n{}", run.stdout));
+    // Five now, five a day later, two the day after.
+    assert!(
+        line.contains("12 messages at 30/min, daily limit 5 (rolling 24 h, 0 used): takes about 2 days 0 h, waiting 2 time(s) for the daily window to reopen; the last message goes out about "),
+        "{line}"
+    );
+    assert!(line.ends_with("(local time)"), "{line}");
+    for words in [
+        "more than the relay allows in a day (12 messages, 5 a day)",
+        "Microsoft 365 (Exchange Online)",
+        "500 × licences^0.7 + 9,500",
+        "Amazon SES",
+        "Azure Communication Services",
+    ] {
+        assert!(
+            run.stderr.contains(words),
+            "{words:?} not in\n{}",
+            run.stderr
+        );
+    }
+    // The send says the same before it starts; stopping at the limit keeps today's way.
+    env.set("sending", "when_limited", "\"stop\"");
+    env.set("sending", "rate", "\"1000/s\"");
+    let run = env.run(&["send", "--yes"]);
+    run.expect_code(3);
+    run.expect_stderr("estimate: 12 messages at 1000/s, daily limit 5 (rolling 24 h, 0 used)");
+    run.expect_stderr("more than the relay allows in a day");
+    assert_eq!(server.received().len(), 5);
+    // The next check counts the five sent in the window.
+    let run = env.run(&["check"]);
+    assert!(
+        run.stdout
+            .contains("7 messages at 1000/s, daily limit 5 (rolling 24 h, 5 used)"),
+        "{}",
+        run.stdout
     );
 }
