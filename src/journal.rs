@@ -455,8 +455,9 @@ pub struct Journal {
     pub delays: u64,
     /// Timestamps of non-test `sent` events in the last 24 hours, counted.
     pub sent_last_24h: u64,
-    /// Their timestamps, for the rolling daily window (`limit_window`).
-    pub sent_ts_last_24h: Vec<String>,
+    /// Their times, for the rolling daily window (`limit_window`); one that does not parse
+    /// counts as now, which errs on the side of sending less.
+    pub sent_times_last_24h: Vec<SystemTime>,
 }
 
 impl Journal {
@@ -785,7 +786,9 @@ impl<'a> Reader<'a> {
                         }
                         if ts >= self.cutoff.as_str() {
                             j.sent_last_24h += 1;
-                            j.sent_ts_last_24h.push(ts.to_string());
+                            j.sent_times_last_24h.push(
+                                humantime::parse_rfc3339(ts).unwrap_or_else(|_| SystemTime::now()),
+                            );
                         }
                         State::Sent
                     }
@@ -1263,6 +1266,11 @@ mod tests {
         assert_eq!(j.runs[0].sent, 1);
         assert_eq!(j.runs[0].failed, 1);
         assert_eq!(j.sent_last_24h, 1);
+        // Its time, for the rolling daily window: just now.
+        let age = std::time::SystemTime::now()
+            .duration_since(j.sent_times_last_24h[0])
+            .unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(60), "{age:?}");
     }
 
     fn withdrawn(key: &str, run: &str) -> Event {

@@ -208,11 +208,10 @@ pub fn for_run(
 ) -> (String, Option<String>) {
     let now = SystemTime::now();
     let window = config.sending.daily_limit.map(|limit| {
-        DailyWindow::from_journal(
+        DailyWindow::new(
             limit,
             limit_window::DAY,
-            journal.sent_ts_last_24h.iter().map(String::as_str),
-            now,
+            journal.sent_times_last_24h.iter().copied(),
         )
     });
     let e = estimate(messages, config.sending.rate, window, now);
