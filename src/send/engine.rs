@@ -24,7 +24,6 @@ use crate::exit_codes::ExitCode;
 use crate::journal::{self, Class, Event, Journal, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
-use crate::private;
 use crate::progress::Progress;
 use crate::recipients::file_stem;
 use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Verdict};
@@ -62,8 +61,12 @@ pub(super) enum Outcome {
         class: Class,
         reason: String,
     },
-    /// Lost after DATA: booked unknown, not retried in this run.
-    Unknown,
+    /// Lost after DATA (or the relay broke the protocol after it): booked unknown, not
+    /// retried in this run.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
     /// The relay refused for itself; the job goes back in the queue.
     Relay {
         verdict: Verdict,
@@ -436,20 +439,64 @@ impl Engine {
         // message's DATA goes out (awaited after the relay's 354).
         // An attempt journaled ahead may be durable while a later line (another message's
         // outcome) failed: no message goes out once the journal cannot be written.
+        // With an archive, the message's file is written and fsynced meanwhile, and is
+        // durable before DATA too; a message that cannot be archived is not sent.
+        let mut archiving = match &self.archive {
+            Some(dir) if !test => {
+                let (dir, name, bytes) = (dir.clone(), job.archive_name.clone(), job.bytes.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    crate::archive::write(&dir, &name, &bytes)
+                }))
+            }
+            _ => None,
+        };
+        let archive_failed = std::sync::OnceLock::new();
+        let archived = std::sync::OnceLock::new();
         let durable = async {
+            let archiving = archiving.take();
             match ticket.await {
                 Ok(Ok(())) if self.writer.is_broken() => {
-                    Err("the journal cannot be written".to_string())
+                    return Err("the journal cannot be written".to_string());
                 }
-                Ok(result) => result,
-                Err(_) => Err("the journal writer stopped".to_string()),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("the journal writer stopped".to_string()),
             }
+            let failed = match archiving {
+                None => return Ok(()),
+                Some(task) => match task.await {
+                    Ok(Ok(file)) => {
+                        let _ = archived.set(file);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the archive writer stopped: {e}"),
+                },
+            };
+            let _ = archive_failed.set(failed.clone());
+            Err(failed)
         };
         let delivery = conn
             .deliver(&self.settings.from, &job.rcpt, &job.wire, durable)
             .await;
+        // Refused before DATA: the file was written all the same, and is taken back below.
+        if let Some(task) = archiving.take()
+            && let Ok(Ok(file)) = task.await
+        {
+            let _ = archived.set(file);
+        }
         if let Delivery::NotSent(e) = delivery {
             conn.quit().await;
+            if let Some(reason) = archive_failed.get() {
+                // The journal works: the attempt whose message never went out is withdrawn.
+                let reason = format!("{reason}; the message was not sent");
+                let booked_unknown = self.withdraw(&mut job, &reason).await.is_err();
+                let failed = Outcome::JournalFailed {
+                    reason,
+                    booked_unknown,
+                };
+                return (job, failed, Slot::Later(None));
+            }
             let failed = Outcome::JournalFailed {
                 reason: format!("cannot write journal {}: {e}", self.writer.path().display()),
                 booked_unknown: true,
@@ -457,8 +504,15 @@ impl Engine {
             return (job, failed, Slot::Later(None));
         }
         let (event, outcome) = self.book(&job, delivery, test);
-        let slot = if matches!(outcome, Outcome::Relay { .. }) {
-            // The relay spoke for itself (421 closes the connection): start afresh, later.
+        if let Some(file) = archived.get()
+            && !matches!(outcome, Outcome::Sent | Outcome::Unknown { .. })
+        {
+            file.not_delivered();
+        }
+        let slot = if matches!(outcome, Outcome::Relay { .. } | Outcome::Unknown { .. }) {
+            // The relay spoke for itself (421 closes the connection), or left the outcome
+            // unknown: start afresh, once the dispatcher has counted this outcome (a few
+            // unknowns in a row stop the run before another message goes out).
             conn.quit().await;
             Slot::Later(None)
         } else if conn.usable() {
@@ -469,13 +523,6 @@ impl Engine {
             let _ = give_back.send(None);
             Slot::Returned
         };
-        if let Outcome::Sent = outcome
-            && let Some(dir) = &self.archive
-            && !test
-        {
-            let _ = private::create_dir(dir)
-                .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
-        }
         if let Err(e) = self.writer.append_durable(&event).await {
             let failed = Outcome::JournalFailed {
                 reason: format!("{e:#}"),
@@ -584,6 +631,44 @@ impl Engine {
                     reason: format!("connection lost before DATA: {reason}"),
                 },
             ),
+            Delivery::Violation {
+                after_data: false,
+                reason,
+            } => (
+                Event::Failed {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    code: None,
+                    enhanced: None,
+                    reply: format!("protocol violation: {reason}"),
+                    class: Class::Transient,
+                    test,
+                },
+                Outcome::Failed {
+                    class: Class::Transient,
+                    reason: format!("the relay broke the protocol: {reason}"),
+                },
+            ),
+            Delivery::Violation {
+                after_data: true,
+                reason,
+            } => (
+                Event::Unknown(Unsent {
+                    ts,
+                    run,
+                    key,
+                    email,
+                    message_id,
+                    reason: format!("protocol violation after DATA: {reason}"),
+                    test,
+                }),
+                Outcome::Unknown {
+                    reason: format!("the relay broke the protocol after DATA: {reason}"),
+                },
+            ),
             // Handled before booking (nothing can be booked); as unknown, to be safe.
             Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
                 Event::Unknown(Unsent {
@@ -595,7 +680,9 @@ impl Engine {
                     reason: format!("connection lost after DATA: {reason}"),
                     test,
                 }),
-                Outcome::Unknown,
+                Outcome::Unknown {
+                    reason: format!("connection lost after DATA: {reason}"),
+                },
             ),
         }
     }

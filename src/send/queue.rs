@@ -10,7 +10,11 @@ use crate::journal::Class;
 use crate::progress::Progress;
 use crate::relay::{ConnectError, Verdict};
 
+/// Relay refusals in a row (with no delivery in between) before the run gives up.
 pub(super) const MAX_RELAY_PUSHBACKS: u32 = 8;
+/// Unknown outcomes in a row (a relay that stops answering after DATA) that stop the run:
+/// at 30 s a timeout, 10,000 such recipients would take days, each left `unknown`.
+pub(super) const UNKNOWN_BREAKER: u32 = 3;
 /// The longest pause the relay can impose on the run.
 pub(super) const MAX_PAUSE: Duration = Duration::from_secs(300);
 
@@ -57,6 +61,8 @@ pub(super) struct Queue {
     pub(super) paused_until: Option<tokio::time::Instant>,
     /// Relay pushbacks in a row, without a delivery in between.
     pub(super) pushbacks: u32,
+    /// Outcomes in a row that are unknown (lost or broken after DATA).
+    pub(super) unknowns: u32,
 }
 
 impl Queue {
@@ -67,6 +73,7 @@ impl Queue {
             seq: 0,
             paused_until: None,
             pushbacks: 0,
+            unknowns: 0,
         }
     }
 
@@ -84,11 +91,13 @@ impl Queue {
                 report.attempts += 1;
                 report.sent += 1;
                 self.pushbacks = 0;
+                self.unknowns = 0;
                 progress.sent(&job.key, &job.email);
             }
             Outcome::Failed { class, reason } => {
                 report.attempts += 1;
                 self.pushbacks = 0;
+                self.unknowns = 0;
                 if class == Class::Transient && job.attempts < sending.max_attempts {
                     let delay = sending.retry_delay * 2u32.saturating_pow(job.attempts - 1);
                     progress.note(&format!(
@@ -112,14 +121,21 @@ impl Queue {
                     progress.failed(&job.key, &job.email, &reason);
                 }
             }
-            Outcome::Unknown => {
+            Outcome::Unknown { reason } => {
                 report.attempts += 1;
                 report.unknown += 1;
+                self.unknowns += 1;
                 progress.failed(
                     &job.key,
                     &job.email,
-                    "connection lost after DATA: outcome unknown (a rerun sends it again with the same Message-ID)",
+                    &format!("{reason}: outcome unknown (a rerun sends it again with the same Message-ID)"),
                 );
+                if self.unknowns >= UNKNOWN_BREAKER {
+                    report.stop.get_or_insert(Stop::RelaySilent {
+                        in_a_row: self.unknowns,
+                        last: reason,
+                    });
+                }
             }
             Outcome::Relay { verdict, reason } => match verdict {
                 Verdict::RelayQuota => {
