@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::reply::clean;
-use super::{Reply, Settings, Verdict, Wire};
+use super::{Reply, Settings, Stage, Verdict, Wire};
 use crate::config::{AuthMethod, Security};
 
 /// Why a connection could not be opened.
@@ -30,6 +30,14 @@ pub enum ConnectError {
     /// The relay answered but is busy or limiting (421 at the greeting, ...).
     #[error("the relay {relay} is busy: {reply}")]
     Busy {
+        /// `host:port`.
+        relay: String,
+        /// The reply.
+        reply: Reply,
+    },
+    /// The relay refuses to talk to us (5xx to the greeting or EHLO): no retry helps.
+    #[error("the relay {relay} refuses the connection: {reply}")]
+    Refused {
         /// `host:port`.
         relay: String,
         /// The reply.
@@ -58,8 +66,8 @@ pub enum ConnectError {
 pub enum Delivery {
     /// Accepted.
     Sent(Reply),
-    /// Refused with a reply (at RCPT, DATA or after the message).
-    Refused(Reply),
+    /// Refused with a reply (at RCPT, DATA or after the message), and where.
+    Refused(Stage, Reply),
     /// MAIL FROM refused: the reply is about the sender or the relay, not the recipient.
     SenderRefused(Reply),
     /// The connection broke or timed out before DATA went out: nothing was delivered.
@@ -246,11 +254,12 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
         }
         Ok(Err(e)) => {
             if let Some(reply) = Reply::from_error(&e) {
-                return Err(match reply.verdict() {
+                return Err(match reply.verdict(Stage::Greeting) {
                     Verdict::Auth => ConnectError::Auth {
                         relay,
                         reply: reply.to_string(),
                     },
+                    Verdict::Refuses => ConnectError::Refused { relay, reply },
                     _ => ConnectError::Busy { relay, reply },
                 });
             }
@@ -338,7 +347,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             Ok(Err(e)) => {
                 let reply = Reply::from_error(&e);
                 return Err(match reply {
-                    Some(r) if r.verdict() == Verdict::RelayBusy => {
+                    Some(r) if r.verdict(Stage::Auth) == Verdict::RelayBusy => {
                         ConnectError::Busy { relay, reply: r }
                     }
                     Some(r) => ConnectError::Auth {
@@ -503,7 +512,7 @@ impl Connection {
                 Delivery::LostAfterData(timed_out("the end of the message"))
             }
             Ok(Err(e)) => match Reply::from_error(&e) {
-                Some(reply) => Delivery::Refused(reply),
+                Some(reply) => Delivery::Refused(Stage::EndOfData, reply),
                 None => {
                     self.broken = true;
                     Delivery::LostAfterData(describe(&e))
@@ -519,11 +528,11 @@ impl Connection {
                 Delivery::Sent(reply)
             }
         };
-        if matches!(delivery, Delivery::Sent(_) | Delivery::Refused(_))
+        if matches!(delivery, Delivery::Sent(_) | Delivery::Refused(..))
             && let Some(extra) = self.unsolicited().await
         {
             let was = match &delivery {
-                Delivery::Sent(r) | Delivery::Refused(r) => r.to_string(),
+                Delivery::Sent(r) | Delivery::Refused(_, r) => r.to_string(),
                 _ => String::new(),
             };
             return self.violation(
@@ -640,10 +649,10 @@ fn allowed(what: &str, reply: &Reply) -> bool {
 
 /// A refusal in a transaction: the sender's (MAIL FROM) speaks for the relay.
 fn refusal(what: &str, reply: Reply) -> Delivery {
-    if what == "MAIL FROM" {
-        Delivery::SenderRefused(reply)
-    } else {
-        Delivery::Refused(reply)
+    match what {
+        "MAIL FROM" => Delivery::SenderRefused(reply),
+        "RCPT TO" => Delivery::Refused(Stage::RcptTo, reply),
+        _ => Delivery::Refused(Stage::Data, reply),
     }
 }
 

@@ -17,7 +17,7 @@ use governor::{Quota, RateLimiter};
 use lettre::Address;
 use tokio::sync::mpsc;
 
-use super::queue::Queue;
+use super::queue::{Queue, Streak, pause_for};
 use super::report::{Report, Stop};
 use super::{Plan, Selection, corrected};
 use crate::exit_codes::ExitCode;
@@ -26,7 +26,7 @@ use crate::mailing::{Mailing, Priority};
 use crate::message;
 use crate::progress::Progress;
 use crate::recipients::file_stem;
-use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Verdict};
+use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Stage, Verdict};
 
 /// One message to deliver.
 #[derive(Debug, Clone)]
@@ -95,6 +95,8 @@ pub(super) struct Engine {
     pub(super) plan: Plan,
     pub(super) journal: Arc<Journal>,
     pub(super) archive: Option<PathBuf>,
+    /// The same refusal to different recipients in a row.
+    pub(super) streak: std::sync::Mutex<Streak>,
 }
 
 impl Engine {
@@ -244,11 +246,22 @@ impl Engine {
                         let this = this.clone();
                         let tx = res_tx.clone();
                         let give_back = conn_tx.clone();
+                        let cool_down = pause_for(&sending, 1);
                         tokio::spawn(async move {
                             let (job, outcome, slot) = this.attempt(conn, job, ticket, &give_back).await;
+                            // A connection the relay closed (421, a busy greeting) pauses
+                            // before it reconnects; the others go on.
+                            let closed = matches!(
+                                outcome,
+                                Outcome::Relay { verdict: Verdict::Closing, .. }
+                                    | Outcome::NoConnection(ConnectError::Busy { .. })
+                            );
                             let _ = tx.send((job, outcome)).await;
                             // Sent after the outcome: the dispatcher takes the outcome first.
                             if let Slot::Later(conn) = slot {
+                                if closed {
+                                    tokio::time::sleep(cool_down).await;
+                                }
                                 let _ = give_back.send(conn.map(|c| *c));
                             }
                         });
@@ -557,12 +570,43 @@ impl Engine {
         )
     }
 
+    /// Whose a refusal at RCPT, DATA or the final dot is: the classifier's verdict, unless
+    /// the same refusal has now hit several different recipients in a row (their first
+    /// attempts in this run), which speaks for the relay: a 4xx then pauses the run, a
+    /// 5xx stops it. Replies with a recipient-specific status (X.1.x, X.2.x) never count.
+    fn judge(&self, job: &Job, stage: Stage, reply: &relay::Reply) -> Verdict {
+        let verdict = reply.verdict(stage);
+        let specific = reply
+            .enhanced
+            .as_deref()
+            .is_some_and(|e| e[1..].starts_with(".1.") || e[1..].starts_with(".2."));
+        if !matches!(verdict, Verdict::Transient | Verdict::Permanent)
+            || specific
+            || job.attempts > 1
+        {
+            return verdict;
+        }
+        let Ok(mut streak) = self.streak.lock() else {
+            return verdict;
+        };
+        match (streak.refused(&job.key, reply.signature()), verdict) {
+            (false, v) => v,
+            (true, Verdict::Transient) => Verdict::RelayBusy,
+            (true, _) => Verdict::Refuses,
+        }
+    }
+
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
         let ts = journal::now();
         let run = self.run.clone();
         let key = job.key.clone();
         let email = job.email.clone();
         let message_id = job.message_id.clone();
+        if let Delivery::Sent(_) = delivery
+            && let Ok(mut streak) = self.streak.lock()
+        {
+            streak.delivered();
+        }
         match delivery {
             Delivery::Sent(reply) => (
                 Event::Sent {
@@ -577,7 +621,7 @@ impl Engine {
                 },
                 Outcome::Sent,
             ),
-            Delivery::Refused(reply) => match reply.verdict() {
+            Delivery::Refused(stage, reply) => match self.judge(job, stage, &reply) {
                 v @ (Verdict::Transient | Verdict::Permanent) => {
                     let class = if v == Verdict::Transient {
                         Class::Transient
@@ -606,11 +650,7 @@ impl Engine {
             Delivery::SenderRefused(reply) => {
                 // Never the recipient's failure: the relay pauses the run (4xx, rate,
                 // quota) or the run stops (the sender refused, a login missing).
-                let verdict = match reply.verdict() {
-                    v @ (Verdict::RelayBusy | Verdict::RelayQuota | Verdict::Auth) => v,
-                    Verdict::Transient => Verdict::RelayBusy,
-                    Verdict::Permanent | Verdict::Sender => Verdict::Sender,
-                };
+                let verdict = reply.verdict(Stage::MailFrom);
                 self.deferred(job, reply, verdict, test)
             }
             Delivery::LostBeforeData(reason) => (
