@@ -43,6 +43,8 @@ pub(super) struct Job {
     pub(super) attempts: u32,
     /// Attempts in earlier runs (for the attempt number).
     pub(super) earlier: u32,
+    /// This run's attempts that ended in the recipient's own failure.
+    pub(super) failures: u32,
 }
 
 /// Where a delivery task's connection slot went.
@@ -355,6 +357,7 @@ impl Engine {
             bytes: Arc::new(built.bytes),
             archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
             attempts: 0,
+            failures: 0,
             earlier: self
                 .journal
                 .recipients
@@ -572,7 +575,7 @@ impl Engine {
 
     /// Whose a refusal at RCPT, DATA or the final dot is: the classifier's verdict, unless
     /// the same refusal has now hit several different recipients in a row (their first
-    /// attempts in this run), which speaks for the relay: a 4xx then pauses the run, a
+    /// refusals in this run), which speaks for the relay: a 4xx then pauses the run, a
     /// 5xx stops it. Replies with a recipient-specific status (X.1.x, X.2.x) never count.
     fn judge(&self, job: &Job, stage: Stage, reply: &relay::Reply) -> Verdict {
         let verdict = reply.verdict(stage);
@@ -582,7 +585,7 @@ impl Engine {
             .is_some_and(|e| e[1..].starts_with(".1.") || e[1..].starts_with(".2."));
         if !matches!(verdict, Verdict::Transient | Verdict::Permanent)
             || specific
-            || job.attempts > 1
+            || job.failures > 0
         {
             return verdict;
         }

@@ -18,11 +18,15 @@ pub(super) const UNKNOWN_BREAKER: u32 = 3;
 /// Different recipients in a row refused alike before the refusal counts as the relay's.
 pub(super) const SAME_REFUSAL: usize = 3;
 /// The longest pause the relay can impose on the run.
-pub(super) const MAX_PAUSE: Duration = Duration::from_secs(300);
+pub(super) const MAX_PAUSE: Duration = Duration::from_secs(120);
 
-/// How long the run pauses after the relay's `n`-th pushback in a row.
+/// How long the run pauses after the relay's `n`-th pushback in a row: from
+/// `retry_delay`, but never more than a second at first (pushback starts small), doubling,
+/// at most `MAX_PAUSE`.
 pub(super) fn pause_for(sending: &crate::config::Sending, n: u32) -> Duration {
-    let base = sending.retry_delay.max(Duration::from_millis(200));
+    let base = sending
+        .retry_delay
+        .clamp(Duration::from_millis(200), Duration::from_secs(1));
     (base * 2u32.saturating_pow(n.saturating_sub(1))).min(MAX_PAUSE)
 }
 
@@ -128,6 +132,8 @@ impl Queue {
                 progress.sent(&job.key, &job.email);
             }
             Outcome::Failed { class, reason } => {
+                let mut job = job;
+                job.failures += 1;
                 report.attempts += 1;
                 self.pushbacks = 0;
                 self.unknowns = 0;
@@ -296,6 +302,7 @@ mod tests {
             archive_name: String::new(),
             attempts: 1,
             earlier: 0,
+            failures: 0,
         };
         let now = tokio::time::Instant::now();
         let mut heap = BinaryHeap::new();
@@ -329,6 +336,7 @@ mod tests {
             archive_name: String::new(),
             attempts,
             earlier: 0,
+            failures: 0,
         }
     }
 

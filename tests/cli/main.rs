@@ -16,5 +16,6 @@ mod journey;
 mod operator;
 mod preview;
 mod protocol;
+mod pushback;
 mod send;
 mod support_selftest;
