@@ -599,6 +599,44 @@ impl Engine {
         }
     }
 
+    /// A transient failure with no reply to book (nothing of the message went out).
+    fn transient(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Failed {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                code: None,
+                enhanced: None,
+                reply: reason.clone(),
+                class: Class::Transient,
+                test,
+            },
+            Outcome::Failed {
+                class: Class::Transient,
+                reason,
+            },
+        )
+    }
+
+    /// The message may have gone out and nobody knows whether the relay took it.
+    fn unknown(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Unknown(Unsent {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                reason: reason.clone(),
+                test,
+            }),
+            Outcome::Unknown { reason },
+        )
+    }
+
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
         let ts = journal::now();
         let run = self.run.clone();
@@ -656,77 +694,21 @@ impl Engine {
                 let verdict = reply.verdict(Stage::MailFrom);
                 self.deferred(job, reply, verdict, test)
             }
-            Delivery::LostBeforeData(reason) => (
-                Event::Failed {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    code: None,
-                    enhanced: None,
-                    reply: format!("connection lost before DATA: {reason}"),
-                    class: Class::Transient,
-                    test,
-                },
-                Outcome::Failed {
-                    class: Class::Transient,
-                    reason: format!("connection lost before DATA: {reason}"),
-                },
-            ),
+            Delivery::LostBeforeData(reason) => {
+                self.transient(job, test, format!("connection lost before DATA: {reason}"))
+            }
             Delivery::Violation {
                 after_data: false,
                 reason,
-            } => (
-                Event::Failed {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    code: None,
-                    enhanced: None,
-                    reply: format!("protocol violation: {reason}"),
-                    class: Class::Transient,
-                    test,
-                },
-                Outcome::Failed {
-                    class: Class::Transient,
-                    reason: format!("the relay broke the protocol: {reason}"),
-                },
-            ),
+            } => self.transient(job, test, format!("protocol violation: {reason}")),
             Delivery::Violation {
                 after_data: true,
                 reason,
-            } => (
-                Event::Unknown(Unsent {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    reason: format!("protocol violation after DATA: {reason}"),
-                    test,
-                }),
-                Outcome::Unknown {
-                    reason: format!("the relay broke the protocol after DATA: {reason}"),
-                },
-            ),
-            // Handled before booking (nothing can be booked); as unknown, to be safe.
-            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
-                Event::Unknown(Unsent {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    reason: format!("connection lost after DATA: {reason}"),
-                    test,
-                }),
-                Outcome::Unknown {
-                    reason: format!("connection lost after DATA: {reason}"),
-                },
-            ),
+            } => self.unknown(job, test, format!("protocol violation after DATA: {reason}")),
+            // NotSent is handled before booking (nothing can be booked); as unknown, to be safe.
+            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => {
+                self.unknown(job, test, format!("connection lost after DATA: {reason}"))
+            }
         }
     }
 }
