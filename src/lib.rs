@@ -2,6 +2,7 @@
 //! delivery journal that stays true through crashes, Ctrl-C, dropped connections and a
 //! relay's quota. `run` is the whole program; `main.rs` only maps its result to an exit code.
 
+pub mod archive;
 pub mod bounces;
 pub mod check;
 pub mod cli;

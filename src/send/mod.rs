@@ -307,6 +307,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         plan: plan.clone(),
         journal: journal.clone(),
         archive: mailing.config.journal.archive.clone(),
+        streak: Default::default(),
     };
     let mut report = runtime.block_on(engine.run(first, chosen.count, &progress));
     progress.finish();
