@@ -121,6 +121,13 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             if locked {
                 input_ok = false;
             }
+            // Long mailings: what a send of those not yet sent would take (relay_profile).
+            let left = pre.rendered.saturating_sub(sent as u64);
+            let (estimate, too_much) = crate::relay_profile::for_run(&mailing.config, &j, left);
+            line(out, "estimate", true, &estimate);
+            if let Some(w) = too_much {
+                out.warn(&w);
+            }
         }
         Err(e) => {
             line(out, "journal", false, &e.to_string());

@@ -8,7 +8,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -46,6 +46,14 @@ pub enum ConnectError {
     /// TLS could not be set up (certificate, STARTTLS missing or refused): no retry helps.
     #[error("no secure connection to {relay}: {reason}")]
     Tls {
+        /// `host:port`.
+        relay: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The secret for the login could not be had (token_command failed or timed out).
+    #[error("no login to {relay}: {reason}")]
+    Secret {
         /// `host:port`.
         relay: String,
         /// What went wrong.
@@ -225,7 +233,36 @@ pub(super) fn certificate_hint(reason: &str) -> String {
 }
 
 /// Opens a connection: TCP, TLS or STARTTLS, EHLO, login. Each step has the timeout.
+///
+/// Long mailings: with a token cache, the login takes the cache's token (fetched again
+/// when old); a refused token that had served before is fetched again and tried once more,
+/// and only a refused fresh one is the login's refusal.
 pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
+    let Some(cache) = &s.token else {
+        return connect_with(s, s.secret.as_ref()).await;
+    };
+    // Bounded: another connection may have fetched the next token in between.
+    let mut tries_left = 2u32;
+    loop {
+        let lease = cache.lease().await.map_err(|e| ConnectError::Secret {
+            relay: s.relay(),
+            reason: format!("{e:#}"),
+        })?;
+        match connect_with(s, Some(&lease.secret)).await {
+            Err(ConnectError::Auth { .. }) if !lease.fresh && tries_left > 0 => {
+                tracing::debug!("token refused; fetching a new one");
+                cache.refused(lease.generation).await;
+                tries_left -= 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn connect_with(
+    s: &Settings,
+    secret: Option<&SecretString>,
+) -> Result<Connection, ConnectError> {
     let relay = s.relay();
     let t = s.timeout;
     let step = |what: &str| format!("{what} timed out after {} s", t.as_secs());
@@ -330,9 +367,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             AuthMethod::Xoauth2 => Mechanism::Xoauth2,
             _ => Mechanism::Plain,
         };
-        let secret = s
-            .secret
-            .as_ref()
+        let secret = secret
             .map(|x| x.expose_secret().to_string())
             .unwrap_or_default();
         let creds = Credentials::new(s.username.clone(), secret);

@@ -119,9 +119,8 @@ impl Engine {
         let quota = Quota::with_period(per.max(Duration::from_nanos(1)))
             .map(|q| q.allow_burst(NonZeroU32::new(sending.burst).unwrap_or(NonZeroU32::MIN)));
         let limiter = quota.map(RateLimiter::direct);
-        let daily_budget = sending
-            .daily_limit
-            .map(|d| d.saturating_sub(this.journal.sent_last_24h));
+        // Long mailings: daily_limit as a rolling window, and the waits (limit_window).
+        let mut limits = crate::limit_window::Limits::new(&this.mailing.config, &this.journal);
 
         // Idle workers; `pop` takes from the end, so the connection already open goes first.
         let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
@@ -140,7 +139,6 @@ impl Engine {
             .unwrap_or(usize::MAX)
             .clamp(1, concurrency * 2);
         let mut staged: VecDeque<(Job, journal::Ticket)> = VecDeque::new();
-        let mut dispatched_budget = 0u64;
         let mut interrupts = 0u32;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -149,7 +147,7 @@ impl Engine {
             let stopping = report.stop.is_some();
             if !stopping
                 && staged.len() < window
-                && daily_budget.is_none_or(|b| dispatched_budget + (staged.len() as u64) < b)
+                && limits.may_start((in_flight + staged.len()) as u64)
                 && let Some(job) = next.take()
             {
                 staged.push_back(this.stage(job));
@@ -167,13 +165,20 @@ impl Engine {
             {
                 break;
             }
-            if let Some(budget) = daily_budget
-                && !stopping
-                && dispatched_budget >= budget
-                && next.is_some()
-                && in_flight == 0
-            {
-                report.stop = Some(Stop::DailyLimit(sending.daily_limit.unwrap_or(0)));
+            if !stopping && next.is_some() && in_flight == 0 && limits.full() {
+                let limit = limits.daily_limit().unwrap_or(0);
+                match limits.wait_for_window() {
+                    None => report.stop = Some(Stop::DailyLimit(limit)),
+                    Some(wait) if wait.long => {
+                        progress.note(&format!(
+                            "daily_limit {limit} reached (rolling 24 h): waiting until {} (local time); Ctrl-C stops, a later `utskick send` goes on",
+                            crate::limit_window::local_time(wait.until)
+                        ));
+                        this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report)
+                            .await;
+                    }
+                    Some(_) => {}
+                }
                 continue;
             }
             let paused = queue
@@ -184,7 +189,7 @@ impl Engine {
                 && !stopping
                 && !paused
                 && !idle.is_empty()
-                && daily_budget.is_none_or(|b| dispatched_budget < b);
+                && limits.may_start(in_flight as u64);
             let earliest_retry = queue.retries.peek().map(|d| d.at);
             tokio::select! {
                 biased;
@@ -209,7 +214,28 @@ impl Engine {
                 }
                 Some((job, outcome)) = res_rx.recv(), if in_flight > 0 => {
                     in_flight -= 1;
+                    match outcome {
+                        Outcome::Sent => limits.sent(),
+                        // Long mailings: a daily quota is waited out (when_limited = "wait").
+                        Outcome::Relay { verdict: Verdict::RelayQuota, ref reason } => {
+                            if let Some(wait) = limits.wait_for_quota() {
+                                progress.note(&format!(
+                                    "the relay's daily quota is used up ({reason}): trying again at {} (local time); Ctrl-C stops, a later `utskick send` goes on",
+                                    crate::limit_window::local_time(wait.until)
+                                ));
+                                queue.front.push_front(job);
+                                this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report).await;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
                     queue.handle(&mut report, progress, &sending, job, outcome);
+                }
+                _ = crate::limit_window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
+                    if limits.done_waiting() {
+                        progress.note("the wait is over: going on");
+                    }
                 }
                 _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && (next.is_some() || !staged.is_empty()) => {
                     queue.paused_until = None;
@@ -244,7 +270,6 @@ impl Engine {
                 }, if can_dispatch => {
                     if let (Some((job, ticket)), Some(conn)) = (staged.pop_front(), idle.pop()) {
                         in_flight += 1;
-                        dispatched_budget += 1;
                         let this = this.clone();
                         let tx = res_tx.clone();
                         let give_back = conn_tx.clone();
@@ -293,6 +318,33 @@ impl Engine {
         let _ = producer.join();
         let _ = taken;
         report
+    }
+
+    /// Long mailings: before a wait of hours, attempts journaled ahead are withdrawn (their
+    /// jobs go back in line) and idle connections are closed; the next login after the
+    /// wait fetches a new token where the old one has expired.
+    async fn idle_while_waiting(
+        &self,
+        staged: &mut VecDeque<(Job, journal::Ticket)>,
+        queue: &mut Queue,
+        idle: &mut [Option<Connection>],
+        report: &mut Report,
+    ) {
+        while let Some((mut job, ticket)) = staged.pop_front() {
+            let _ = ticket.await;
+            match self.withdraw(&mut job, "the run waits for a limit").await {
+                Ok(()) => queue.front.push_back(job),
+                Err(e) => {
+                    report.unbooked.push(job.key);
+                    report.stop = Some(Stop::Fatal(format!("{e:#}; sending stopped at once")));
+                }
+            }
+        }
+        for slot in idle.iter_mut() {
+            if let Some(c) = slot.take() {
+                c.quit().await;
+            }
+        }
     }
 
     /// Reads the CSV again and feeds the chosen recipients' messages, in order.

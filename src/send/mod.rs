@@ -274,6 +274,26 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         chosen.already_sent,
         journal_path.display()
     );
+    // Long mailings: how long it takes and when it ends (relay_profile).
+    let (estimate, too_much) = if plan.selection.is_test() {
+        (None, None)
+    } else {
+        let (line, warning) =
+            crate::relay_profile::for_run(&mailing.config, &journal, chosen.count);
+        (Some(line), warning)
+    };
+    let question = match &estimate {
+        Some(e) => format!("{question}\n  estimate: {e}"),
+        None => question,
+    };
+    if let Some(w) = &too_much {
+        out.warn(w);
+    }
+    if plan.yes
+        && let Some(e) = &estimate
+    {
+        out.info(&format!("estimate: {e}"));
+    }
     if !plan.yes && !confirm(&question, out)? {
         runtime.block_on(first.quit());
         let _ = writer.close();

@@ -202,7 +202,8 @@ impl Queue {
             Outcome::NoConnection(e) => match e {
                 ConnectError::Auth { .. }
                 | ConnectError::Tls { .. }
-                | ConnectError::Refused { .. } => {
+                | ConnectError::Refused { .. }
+                | ConnectError::Secret { .. } => {
                     report.stop.get_or_insert(Stop::Fatal(e.to_string()));
                 }
                 ConnectError::Busy { .. } => {

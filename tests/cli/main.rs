@@ -13,6 +13,7 @@ mod bounces;
 mod browser;
 mod hardening;
 mod journey;
+mod long;
 mod operator;
 mod preview;
 mod protocol;

@@ -271,7 +271,15 @@ fn check_passes_against_a_plain_relay_and_sends_nothing() {
         .collect();
     assert_eq!(
         order,
-        ["config", "templates", "csv", "messages", "journal", "relay"],
+        [
+            "config",
+            "templates",
+            "csv",
+            "messages",
+            "journal",
+            "estimate",
+            "relay"
+        ],
         "{}",
         run.stdout
     );

@@ -817,6 +817,7 @@ fn daily_quota_stops_cleanly_and_the_next_send_resumes_without_duplicates() {
     });
     let env = example(&server);
     env.set("sending", "concurrency", "1");
+    env.set("sending", "when_limited", "\"stop\"");
     let run = send(&env, &[]);
     run.expect_code(3);
     assert_eq!(server.received().len(), 5);
@@ -875,6 +876,7 @@ fn daily_limit_stops_cleanly_and_a_later_send_resumes() {
     let env = example(&server);
     env.set("sending", "concurrency", "1");
     env.set("sending", "daily_limit", "5");
+    env.set("sending", "when_limited", "\"stop\"");
     let run = send(&env, &[]);
     run.expect_code(3);
     assert_eq!(server.received().len(), 5);
