@@ -134,6 +134,11 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             input_ok = false;
         }
     }
+    if let Some(dir) = &mailing.config.journal.archive {
+        let (ok, text) = crate::archive::check(dir);
+        line(out, "archive", ok, &text);
+        input_ok &= ok;
+    }
     let settings = match relay::relay_settings(&mailing.config) {
         Ok(s) => {
             if mailing.config.smtp.auth != AuthMethod::None {

@@ -17,17 +17,16 @@ use governor::{Quota, RateLimiter};
 use lettre::Address;
 use tokio::sync::mpsc;
 
-use super::queue::Queue;
+use super::queue::{Queue, Streak, pause_for};
 use super::report::{Report, Stop};
 use super::{Plan, Selection, corrected};
 use crate::exit_codes::ExitCode;
 use crate::journal::{self, Class, Event, Journal, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
-use crate::private;
 use crate::progress::Progress;
 use crate::recipients::file_stem;
-use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Verdict};
+use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Stage, Verdict};
 
 /// One message to deliver.
 #[derive(Debug, Clone)]
@@ -44,6 +43,8 @@ pub(super) struct Job {
     pub(super) attempts: u32,
     /// Attempts in earlier runs (for the attempt number).
     pub(super) earlier: u32,
+    /// This run's attempts that ended in the recipient's own failure.
+    pub(super) failures: u32,
 }
 
 /// Where a delivery task's connection slot went.
@@ -62,8 +63,12 @@ pub(super) enum Outcome {
         class: Class,
         reason: String,
     },
-    /// Lost after DATA: booked unknown, not retried in this run.
-    Unknown,
+    /// Lost after DATA (or the relay broke the protocol after it): booked unknown, not
+    /// retried in this run.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
     /// The relay refused for itself; the job goes back in the queue.
     Relay {
         verdict: Verdict,
@@ -92,6 +97,8 @@ pub(super) struct Engine {
     pub(super) plan: Plan,
     pub(super) journal: Arc<Journal>,
     pub(super) archive: Option<PathBuf>,
+    /// The same refusal to different recipients in a row.
+    pub(super) streak: std::sync::Mutex<Streak>,
 }
 
 impl Engine {
@@ -266,11 +273,22 @@ impl Engine {
                         let this = this.clone();
                         let tx = res_tx.clone();
                         let give_back = conn_tx.clone();
+                        let cool_down = pause_for(&sending, 1);
                         tokio::spawn(async move {
                             let (job, outcome, slot) = this.attempt(conn, job, ticket, &give_back).await;
+                            // A connection the relay closed (421, a busy greeting) pauses
+                            // before it reconnects; the others go on.
+                            let closed = matches!(
+                                outcome,
+                                Outcome::Relay { verdict: Verdict::Closing, .. }
+                                    | Outcome::NoConnection(ConnectError::Busy { .. })
+                            );
                             let _ = tx.send((job, outcome)).await;
                             // Sent after the outcome: the dispatcher takes the outcome first.
                             if let Slot::Later(conn) = slot {
+                                if closed {
+                                    tokio::time::sleep(cool_down).await;
+                                }
                                 let _ = give_back.send(conn.map(|c| *c));
                             }
                         });
@@ -391,6 +409,7 @@ impl Engine {
             bytes: Arc::new(built.bytes),
             archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
             attempts: 0,
+            failures: 0,
             earlier: self
                 .journal
                 .recipients
@@ -488,20 +507,64 @@ impl Engine {
         // message's DATA goes out (awaited after the relay's 354).
         // An attempt journaled ahead may be durable while a later line (another message's
         // outcome) failed: no message goes out once the journal cannot be written.
+        // With an archive, the message's file is written and fsynced meanwhile, and is
+        // durable before DATA too; a message that cannot be archived is not sent.
+        let mut archiving = match &self.archive {
+            Some(dir) if !test => {
+                let (dir, name, bytes) = (dir.clone(), job.archive_name.clone(), job.bytes.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    crate::archive::write(&dir, &name, &bytes)
+                }))
+            }
+            _ => None,
+        };
+        let archive_failed = std::sync::OnceLock::new();
+        let archived = std::sync::OnceLock::new();
         let durable = async {
+            let archiving = archiving.take();
             match ticket.await {
                 Ok(Ok(())) if self.writer.is_broken() => {
-                    Err("the journal cannot be written".to_string())
+                    return Err("the journal cannot be written".to_string());
                 }
-                Ok(result) => result,
-                Err(_) => Err("the journal writer stopped".to_string()),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("the journal writer stopped".to_string()),
             }
+            let failed = match archiving {
+                None => return Ok(()),
+                Some(task) => match task.await {
+                    Ok(Ok(file)) => {
+                        let _ = archived.set(file);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the archive writer stopped: {e}"),
+                },
+            };
+            let _ = archive_failed.set(failed.clone());
+            Err(failed)
         };
         let delivery = conn
             .deliver(&self.settings.from, &job.rcpt, &job.wire, durable)
             .await;
+        // Refused before DATA: the file was written all the same, and is taken back below.
+        if let Some(task) = archiving.take()
+            && let Ok(Ok(file)) = task.await
+        {
+            let _ = archived.set(file);
+        }
         if let Delivery::NotSent(e) = delivery {
             conn.quit().await;
+            if let Some(reason) = archive_failed.get() {
+                // The journal works: the attempt whose message never went out is withdrawn.
+                let reason = format!("{reason}; the message was not sent");
+                let booked_unknown = self.withdraw(&mut job, &reason).await.is_err();
+                let failed = Outcome::JournalFailed {
+                    reason,
+                    booked_unknown,
+                };
+                return (job, failed, Slot::Later(None));
+            }
             let failed = Outcome::JournalFailed {
                 reason: format!("cannot write journal {}: {e}", self.writer.path().display()),
                 booked_unknown: true,
@@ -509,8 +572,15 @@ impl Engine {
             return (job, failed, Slot::Later(None));
         }
         let (event, outcome) = self.book(&job, delivery, test);
-        let slot = if matches!(outcome, Outcome::Relay { .. }) {
-            // The relay spoke for itself (421 closes the connection): start afresh, later.
+        if let Some(file) = archived.get()
+            && !matches!(outcome, Outcome::Sent | Outcome::Unknown { .. })
+        {
+            file.not_delivered();
+        }
+        let slot = if matches!(outcome, Outcome::Relay { .. } | Outcome::Unknown { .. }) {
+            // The relay spoke for itself (421 closes the connection), or left the outcome
+            // unknown: start afresh, once the dispatcher has counted this outcome (a few
+            // unknowns in a row stop the run before another message goes out).
             conn.quit().await;
             Slot::Later(None)
         } else if conn.usable() {
@@ -521,13 +591,6 @@ impl Engine {
             let _ = give_back.send(None);
             Slot::Returned
         };
-        if let Outcome::Sent = outcome
-            && let Some(dir) = &self.archive
-            && !test
-        {
-            let _ = private::create_dir(dir)
-                .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
-        }
         if let Err(e) = self.writer.append_durable(&event).await {
             let failed = Outcome::JournalFailed {
                 reason: format!("{e:#}"),
@@ -562,12 +625,81 @@ impl Engine {
         )
     }
 
+    /// Whose a refusal at RCPT, DATA or the final dot is: the classifier's verdict, unless
+    /// the same refusal has now hit several different recipients in a row (their first
+    /// refusals in this run), which speaks for the relay: a 4xx then pauses the run, a
+    /// 5xx stops it. Replies with a recipient-specific status (X.1.x, X.2.x) never count.
+    fn judge(&self, job: &Job, stage: Stage, reply: &relay::Reply) -> Verdict {
+        let verdict = reply.verdict(stage);
+        let specific = reply
+            .enhanced
+            .as_deref()
+            .is_some_and(|e| e[1..].starts_with(".1.") || e[1..].starts_with(".2."));
+        if !matches!(verdict, Verdict::Transient | Verdict::Permanent)
+            || specific
+            || job.failures > 0
+        {
+            return verdict;
+        }
+        let Ok(mut streak) = self.streak.lock() else {
+            return verdict;
+        };
+        match (streak.refused(&job.key, reply.signature()), verdict) {
+            (false, v) => v,
+            (true, Verdict::Transient) => Verdict::RelayBusy,
+            (true, _) => Verdict::Refuses,
+        }
+    }
+
+    /// A transient failure with no reply to book (nothing of the message went out).
+    fn transient(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Failed {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                code: None,
+                enhanced: None,
+                reply: reason.clone(),
+                class: Class::Transient,
+                test,
+            },
+            Outcome::Failed {
+                class: Class::Transient,
+                reason,
+            },
+        )
+    }
+
+    /// The message may have gone out and nobody knows whether the relay took it.
+    fn unknown(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Unknown(Unsent {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                reason: reason.clone(),
+                test,
+            }),
+            Outcome::Unknown { reason },
+        )
+    }
+
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
         let ts = journal::now();
         let run = self.run.clone();
         let key = job.key.clone();
         let email = job.email.clone();
         let message_id = job.message_id.clone();
+        if let Delivery::Sent(_) = delivery
+            && let Ok(mut streak) = self.streak.lock()
+        {
+            streak.delivered();
+        }
         match delivery {
             Delivery::Sent(reply) => (
                 Event::Sent {
@@ -582,7 +714,7 @@ impl Engine {
                 },
                 Outcome::Sent,
             ),
-            Delivery::Refused(reply) => match reply.verdict() {
+            Delivery::Refused(stage, reply) => match self.judge(job, stage, &reply) {
                 v @ (Verdict::Transient | Verdict::Permanent) => {
                     let class = if v == Verdict::Transient {
                         Class::Transient
@@ -611,44 +743,24 @@ impl Engine {
             Delivery::SenderRefused(reply) => {
                 // Never the recipient's failure: the relay pauses the run (4xx, rate,
                 // quota) or the run stops (the sender refused, a login missing).
-                let verdict = match reply.verdict() {
-                    v @ (Verdict::RelayBusy | Verdict::RelayQuota | Verdict::Auth) => v,
-                    Verdict::Transient => Verdict::RelayBusy,
-                    Verdict::Permanent | Verdict::Sender => Verdict::Sender,
-                };
+                let verdict = reply.verdict(Stage::MailFrom);
                 self.deferred(job, reply, verdict, test)
             }
-            Delivery::LostBeforeData(reason) => (
-                Event::Failed {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    code: None,
-                    enhanced: None,
-                    reply: format!("connection lost before DATA: {reason}"),
-                    class: Class::Transient,
-                    test,
-                },
-                Outcome::Failed {
-                    class: Class::Transient,
-                    reason: format!("connection lost before DATA: {reason}"),
-                },
-            ),
-            // Handled before booking (nothing can be booked); as unknown, to be safe.
-            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
-                Event::Unknown(Unsent {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    reason: format!("connection lost after DATA: {reason}"),
-                    test,
-                }),
-                Outcome::Unknown,
-            ),
+            Delivery::LostBeforeData(reason) => {
+                self.transient(job, test, format!("connection lost before DATA: {reason}"))
+            }
+            Delivery::Violation {
+                after_data: false,
+                reason,
+            } => self.transient(job, test, format!("protocol violation: {reason}")),
+            Delivery::Violation {
+                after_data: true,
+                reason,
+            } => self.unknown(job, test, format!("protocol violation after DATA: {reason}")),
+            // NotSent is handled before booking (nothing can be booked); as unknown, to be safe.
+            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => {
+                self.unknown(job, test, format!("connection lost after DATA: {reason}"))
+            }
         }
     }
 }

@@ -317,7 +317,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let writer = Arc::new(writer);
     let mailing = Arc::new(mailing);
     let journal = Arc::new(journal);
-    let progress = Progress::new(chosen.count, out);
+    let progress = Progress::new(chosen.count, out).with_rate_per(mailing.config.sending.rate.per);
     let engine = Engine {
         date: SystemTime::now(),
         mailing: mailing.clone(),
@@ -327,6 +327,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         plan: plan.clone(),
         journal: journal.clone(),
         archive: mailing.config.journal.archive.clone(),
+        streak: Default::default(),
     };
     let mut report = runtime.block_on(engine.run(first, chosen.count, &progress));
     progress.finish();

@@ -16,5 +16,7 @@ mod journey;
 mod long;
 mod operator;
 mod preview;
+mod protocol;
+mod pushback;
 mod send;
 mod support_selftest;
