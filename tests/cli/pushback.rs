@@ -172,6 +172,8 @@ fn quota_replies_stop_cleanly_with_nobody_failed() {
         }));
         let env = example(&server);
         env.set("sending", "concurrency", "1");
+        // Stopping at a quota is `when_limited = "stop"`; the default waits it out.
+        env.set("sending", "when_limited", "\"stop\"");
         let run = send(&env, &[]);
         run.expect_code(3);
         assert!(run.all().contains("quota"), "{what}: {}", run.all());
