@@ -202,14 +202,16 @@ impl Queue {
             Outcome::NoConnection(e) => match e {
                 ConnectError::Auth { .. }
                 | ConnectError::Tls { .. }
-                | ConnectError::Refused { .. }
-                | ConnectError::Secret { .. } => {
+                | ConnectError::Refused { .. } => {
                     report.stop.get_or_insert(Stop::Fatal(e.to_string()));
                 }
                 ConnectError::Busy { .. } => {
                     self.closing(report, progress, sending, job, e.to_string());
                 }
-                ConnectError::Unreachable { .. } => {
+                // Long mailings: a token endpoint that fails for a moment in a run of hours
+                // is waited for like a relay out of reach; if it keeps failing, the run
+                // stops (exit 1).
+                ConnectError::Unreachable { .. } | ConnectError::Secret { .. } => {
                     self.pushback(report, progress, sending, job, e.to_string(), true);
                 }
             },
