@@ -72,7 +72,8 @@ pub struct Estimate {
     pub duration: Duration,
     /// When the last message starts.
     pub finish: SystemTime,
-    /// The windows it waits for (0: it fits in what is left of today's).
+    /// The times it waits for the window to reopen (0: it fits in what is left of
+    /// today's); messages held one after another by the window count as one wait.
     pub waits: u64,
 }
 
@@ -92,16 +93,19 @@ pub fn estimate(
     let mut t = now;
     let mut last = now;
     let mut waits = 0;
+    let mut held_before = false;
     for i in 0..messages {
         if i > 0 {
             t += interval;
         }
         if let Some(w) = window.as_mut() {
             let open = w.reopens(t, 0);
-            if open > t {
-                waits += 1;
+            let held = open > t;
+            if held {
+                waits += u64::from(!held_before);
                 t = open;
             }
+            held_before = held;
             w.record(t);
         }
         last = t;
@@ -291,6 +295,30 @@ mod tests {
             e.duration,
             Duration::from_secs(4 * 3600) + Duration::from_secs(999 * 2)
         );
+    }
+
+    #[test]
+    fn messages_held_one_after_another_are_one_wait() {
+        // 2,000 sent in the last 24 h at 30/min, the oldest 23 h ago; the config now says
+        // 1000/s: after the first wait the window, not the rate, paces every message.
+        let first = now() - Duration::from_secs(23 * 3600);
+        let used: Vec<SystemTime> = (0..2_000u64)
+            .map(|i| first + Duration::from_secs(i * 2))
+            .collect();
+        let c = config("smtp.gmail.com");
+        let window = DailyWindow::new(2_000, limit_window::DAY, used);
+        let fast = Rate {
+            count: 1000,
+            per: Duration::from_secs(1),
+        };
+        let e = estimate(100, fast, Some(window), now());
+        assert_eq!(e.waits, 1);
+        // The 100th starts when the 100th oldest leaves: 1 h + 99 × 2 s from now.
+        assert_eq!(
+            e.duration,
+            Duration::from_secs(3600) + Duration::from_secs(99 * 2)
+        );
+        assert_eq!(c.sending.daily_limit, Some(2_000));
     }
 
     #[test]
