@@ -23,7 +23,7 @@ use crate::render::Templates;
 use crate::{Fail, ResultExt, private};
 
 /// One recipient not sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotSent {
     /// Key.
     pub key: String,
@@ -85,6 +85,46 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
     });
     let journal = journal?;
     let (csv, rows, scan) = scanned.input()?;
+    let invalid: Vec<(u64, String)> = scan
+        .errors
+        .iter()
+        .map(|d| (d.line, d.to_string()))
+        .collect();
+    let tally = tally(rows, scan.invalid, invalid, &journal);
+    let status = Status {
+        campaign: config.campaign.clone(),
+        journal: config.journal.path.display().to_string(),
+        counts: tally.counts,
+        total: tally.total,
+        not_sent: tally.not_sent,
+        not_in_csv: tally.not_in_csv,
+        runs: journal.runs.clone(),
+        test_sent: journal.test_sent,
+        delays: journal.delays,
+        torn_tail: journal.torn_tail,
+    };
+    Ok((status, csv, journal))
+}
+
+/// The CSV's recipients counted by their journal state.
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    counts: BTreeMap<String, u64>,
+    total: u64,
+    not_sent: Vec<NotSent>,
+    not_in_csv: Vec<String>,
+}
+
+/// Counts the CSV's rows (key, email, line; in CSV order) by their state in the journal:
+/// every state counted, even at 0; rows the scan refused (`invalid` of them, `errors` as
+/// line and message) counted as `invalid` and listed among the not sent, in line order;
+/// the keys the journal knows but the CSV no longer has, sorted.
+fn tally(
+    rows: Vec<(String, String, u64)>,
+    invalid: u64,
+    errors: Vec<(u64, String)>,
+    journal: &Journal,
+) -> Tally {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for s in State::ALL {
         counts.insert(s.name().to_string(), 0);
@@ -112,17 +152,17 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         }
         seen.insert(key);
     }
-    if scan.invalid > 0 {
-        counts.insert("invalid".into(), scan.invalid);
-        total += scan.invalid;
-        for d in &scan.errors {
+    if invalid > 0 {
+        counts.insert("invalid".into(), invalid);
+        total += invalid;
+        for (line, reason) in errors {
             not_sent.push(NotSent {
                 key: String::new(),
                 email: String::new(),
                 state: "invalid".into(),
                 code: None,
-                reason: d.to_string(),
-                line: d.line,
+                reason,
+                line,
             });
         }
         not_sent.sort_by_key(|n| n.line);
@@ -134,19 +174,12 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         .cloned()
         .collect();
     not_in_csv.sort();
-    let status = Status {
-        campaign: config.campaign.clone(),
-        journal: config.journal.path.display().to_string(),
+    Tally {
         counts,
         total,
         not_sent,
         not_in_csv,
-        runs: journal.runs.clone(),
-        test_sent: journal.test_sent,
-        delays: journal.delays,
-        torn_tail: journal.torn_tail,
-    };
-    Ok((status, csv, journal))
+    }
 }
 
 /// Runs `status`.
@@ -456,4 +489,156 @@ fn subject_without_personal_data(config: &Config) -> String {
         Ok(())
     });
     subject.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Class, Event};
+
+    /// A journal of these (event, key, extra fields) lines in run R (T for tests).
+    fn journal(lines: &[(&str, &str, serde_json::Value)]) -> Journal {
+        let mut text = String::from(
+            "{\"event\":\"run\",\"ts\":\"2026-12-01T08:00:00.000Z\",\"run\":\"R\",\"campaign\":\"c\"}\n\
+             {\"event\":\"run\",\"ts\":\"2026-12-01T08:00:00.000Z\",\"run\":\"T\",\"campaign\":\"c\",\"test\":true}\n",
+        );
+        for (event, key, extra) in lines {
+            let mut v = serde_json::json!({
+                "event": event, "ts": "2026-12-01T08:00:01.000Z", "run": "R", "key": key,
+                "email": format!("{key}@example.se"), "message_id": format!("<c.{key}@example.se>"),
+            });
+            if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(x.clone());
+            }
+            text.push_str(&format!("{v}\n"));
+        }
+        Journal::parse(text.as_bytes(), "j").expect("parses")
+    }
+
+    fn rows(keys: &[&str]) -> Vec<(String, String, u64)> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), format!("{k}@example.se"), i as u64 + 2))
+            .collect()
+    }
+
+    #[test]
+    fn every_row_counted_by_its_latest_state_and_the_unsent_listed_in_csv_order() {
+        let j = journal(&[
+            ("attempt", "a", serde_json::json!({})),
+            ("sent", "a", serde_json::json!({"code": 250, "reply": "ok"})),
+            ("attempt", "b", serde_json::json!({})),
+            (
+                "failed",
+                "b",
+                serde_json::json!({"code": 550, "reply": "5.1.1 unknown", "class": "permanent"}),
+            ),
+            ("attempt", "c", serde_json::json!({})),
+            ("attempt", "gone", serde_json::json!({})),
+            ("sent", "gone", serde_json::json!({"code": 250})),
+            ("attempt", "e", serde_json::json!({})),
+            ("sent", "e", serde_json::json!({"code": 250})),
+        ]);
+        let t = tally(rows(&["e", "d", "c", "b", "a"]), 0, Vec::new(), &j);
+        let want: BTreeMap<String, u64> = [
+            ("sent", 2),
+            ("failed-permanent", 1),
+            ("bounced", 0),
+            ("failed-transient", 0),
+            ("unknown", 1),
+            ("pending", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(t.counts, want);
+        assert_eq!(t.total, 5);
+        let listed: Vec<(&str, &str, Option<u16>)> = t
+            .not_sent
+            .iter()
+            .map(|n| (n.key.as_str(), n.state.as_str(), n.code))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("d", "pending", None),
+                ("c", "unknown", None),
+                ("b", "failed-permanent", Some(550))
+            ]
+        );
+        assert_eq!(t.not_sent[2].reason, "5.1.1 unknown");
+        assert!(t.not_sent[1].reason.contains("attempt without outcome"));
+        assert_eq!(t.not_in_csv, ["gone"]);
+    }
+
+    #[test]
+    fn invalid_rows_are_counted_and_listed_in_line_order() {
+        let j = journal(&[]);
+        let t = tally(
+            rows(&["a", "b"]),
+            2,
+            vec![(5, "bad address".into()), (4, "bad key".into())],
+            &j,
+        );
+        assert_eq!(t.counts.get("invalid"), Some(&2));
+        assert_eq!(t.counts.get("pending"), Some(&2));
+        assert_eq!(t.total, 4);
+        let lines: Vec<(u64, &str)> = t
+            .not_sent
+            .iter()
+            .map(|n| (n.line, n.state.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (2, "pending"),
+                (3, "pending"),
+                (4, "invalid"),
+                (5, "invalid")
+            ]
+        );
+        // Without invalid rows there is no `invalid` count at all.
+        let t = tally(rows(&["a"]), 0, Vec::new(), &j);
+        assert!(!t.counts.contains_key("invalid"));
+    }
+
+    #[test]
+    fn test_deliveries_count_for_their_run_not_for_the_recipient() {
+        let test = |event: Event| {
+            let mut v = serde_json::to_value(event).expect("json");
+            v["run"] = "T".into();
+            v["test"] = true.into();
+            format!("{v}\n")
+        };
+        let mut text = String::from(
+            "{\"event\":\"run\",\"ts\":\"t\",\"run\":\"T\",\"campaign\":\"c\",\"command\":\"send\",\"test\":true}\n",
+        );
+        text += &test(Event::Sent {
+            ts: "t".into(),
+            run: "T".into(),
+            key: "a".into(),
+            email: "me@example.se".into(),
+            message_id: "<c.test.a@example.se>".into(),
+            code: 250,
+            reply: "ok".into(),
+            test: true,
+        });
+        text += &test(Event::Failed {
+            ts: "t".into(),
+            run: "T".into(),
+            key: "b".into(),
+            email: "me@example.se".into(),
+            message_id: "<c.test.b@example.se>".into(),
+            code: Some(550),
+            enhanced: None,
+            reply: "no".into(),
+            class: Class::Permanent,
+            test: true,
+        });
+        let j = Journal::parse(text.as_bytes(), "j").expect("parses");
+        let t = tally(rows(&["a", "b"]), 0, Vec::new(), &j);
+        assert_eq!(t.counts.get("pending"), Some(&2), "a test changes no state");
+        assert_eq!(j.test_sent, 1);
+        assert_eq!((j.runs[0].sent, j.runs[0].failed), (1, 1));
+    }
 }
