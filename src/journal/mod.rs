@@ -1,10 +1,10 @@
 //! The delivery journal: the system of record of who was told.
 //!
 //! JSON Lines, append-only, one event a line, mode 0600. A recipient's state is its latest
-//! event. Four concerns, one file each: the events' schema, shared by writer and reader
+//! event. Its concerns, one file each: the events' schema, shared by writer and reader
 //! (`event`); the fold of events into where each recipient stands (`fold`); the parallel,
-//! memory-mapped reader (`read`); and the one writer with its lock, group commit and torn
-//! tail (`writer`).
+//! memory-mapped reader (`read`); the locks on the journal file (`lock`); and the one
+//! writer with its group commit and torn tail (`writer`).
 //!
 //! Beyond the contract's events this journal has `unknown` (the connection was lost after
 //! DATA: the outcome cannot be known), `deferred` (the relay, not the recipient, refused:
@@ -13,6 +13,7 @@
 
 mod event;
 mod fold;
+mod lock;
 mod read;
 #[cfg(test)]
 mod sample;
@@ -20,4 +21,5 @@ mod writer;
 
 pub use event::{Class, Event, Text, Unsent, event_key, new_run_id, now, timestamp};
 pub use fold::{Journal, Run, Standing, State};
-pub use writer::{Ticket, Writer, lock_path};
+pub use lock::{is_locked, lock_path};
+pub use writer::{Ticket, Writer};

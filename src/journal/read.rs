@@ -43,10 +43,10 @@ impl Journal {
         // straight from the page cache, without the kernel clearing and filling a copy.
         // Writers only append, which a map of the length seen at open is not affected by;
         // the one writer that shrinks the file, cutting a torn tail after a crash, takes an
-        // exclusive lock on it first, and the shared lock held here for the parse keeps it
+        // exclusive lock on it first, and the map's shared lock held here for the parse keeps it
         // waiting until the map is gone. Where the file cannot be locked it is read the
         // ordinary way.
-        if file.lock_shared().is_ok() {
+        if super::lock::map_lock(&file, false).is_ok() {
             // SAFETY: read-only, lives only for this parse, and no one shrinks the file while
             // the shared lock is held (see above).
             if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {

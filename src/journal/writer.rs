@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow};
 
 use super::event::Event;
-use crate::{Fail, ResultExt};
+use super::lock::{self, lock_path};
+use crate::{Fail, ResultExt, private};
 
 /// Resolves when an appended line is durable (or could not be written).
 pub type Ticket = tokio::sync::oneshot::Receiver<Result<(), String>>;
@@ -33,23 +34,17 @@ pub struct Writer {
     thread: Option<std::thread::JoinHandle<()>>,
     broken: Arc<AtomicBool>,
     path: PathBuf,
-    _lock: File,
-}
-
-/// The lock file beside the journal.
-pub fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".lock");
-    path.with_file_name(name)
 }
 
 impl Writer {
     /// Locks and opens the journal for appending, cutting a torn tail. Returns the warning
-    /// to show when a tail was cut.
+    /// to show when a tail was cut. Neither the journal nor the pid note beside it is
+    /// opened through a symbolic link.
     pub fn open(path: &Path) -> Result<(Writer, Option<String>), Fail> {
+        let note = lock_path(path);
+        // Links first, so that a link in the way leaves no new file behind.
+        private::refuse_link(path).fatal()?;
+        private::refuse_link(&note).fatal()?;
         if path.is_dir() {
             return Err(Fail::Input(anyhow!(
                 "journal {} is a folder: [journal] path must name a file",
@@ -59,54 +54,28 @@ impl Writer {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
         {
-            crate::private::create_dir(parent).fatal()?;
+            private::create_dir(parent).fatal()?;
         }
-        let lock_file = lock_path(path);
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_file)
-            .with_context(|| {
-                format!(
-                    "cannot open the journal's lock file {}",
-                    lock_file.display()
-                )
-            })
-            .fatal()?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = lock.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(Fail::Fatal(anyhow!(
-                    "journal {} is locked by another utskick (pid {})",
-                    path.display(),
-                    if pid.is_empty() { "unknown" } else { pid }
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Fail::Fatal(anyhow!(
-                    "cannot lock journal {}: {e}",
-                    path.display()
-                )));
-            }
-        }
-        let _ = lock.set_len(0);
-        let _ = lock.write_all(format!("{}\n", std::process::id()).as_bytes());
-
         let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot open journal {} for writing", path.display()))
-            .fatal()?;
+        let mut file = private::open_no_follow(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600),
+            path,
+        )
+        .with_context(|| format!("cannot open journal {} for writing", path.display()))
+        .fatal()?;
+        lock::hold_writer(&file, path)?;
+        // Locked, the name must still be the file locked: a journal renamed or replaced
+        // between the open and the lock would leave this run writing a file no one reads.
+        if !names(path, &file) {
+            return Err(Fail::Fatal(anyhow!(
+                "journal {} was replaced while it was being opened: start again",
+                path.display()
+            )));
+        }
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
         if !existed {
             // The new file's name must be durable too, not only its lines.
@@ -118,13 +87,16 @@ impl Writer {
                 let _ = dir.sync_all();
             }
         }
+        // The note for people (and for the holder's pid where /proc/locks is not there).
+        private::write_file(&note, format!("{}\n", std::process::id()).as_bytes()).fatal()?;
         let warning = cut_torn_tail(&mut file, path).fatal()?;
         let broken = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let thread_broken = broken.clone();
+        let thread_path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || commit_loop(file, rx, thread_broken))
+            .spawn(move || commit_loop(file, &thread_path, rx, thread_broken))
             .with_context(|| "cannot start the journal writer".to_string())
             .fatal()?;
         Ok((
@@ -133,7 +105,6 @@ impl Writer {
                 thread: Some(thread),
                 broken,
                 path: path.to_path_buf(),
-                _lock: lock,
             },
             warning,
         ))
@@ -232,13 +203,13 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>> {
     if keep == len {
         return Ok(None);
     }
-    // Readers map the file under a shared lock: wait for them before shrinking it.
-    let locked = file.lock().is_ok();
+    // Readers map the file under the map's shared lock: wait for them before shrinking it.
+    let locked = lock::map_lock(file, true).is_ok();
     let cut = file
         .set_len(keep)
         .with_context(|| format!("cannot cut the torn tail of journal {}", path.display()));
     if locked {
-        let _ = file.unlock();
+        let _ = lock::map_unlock(file);
     }
     cut?;
     file.sync_data()?;
@@ -249,7 +220,20 @@ fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>> {
     )))
 }
 
-fn commit_loop(mut file: File, rx: std::sync::mpsc::Receiver<Msg>, broken: Arc<AtomicBool>) {
+/// Whether `path` names `file` (the same device and inode, the name not a link).
+fn names(path: &Path, file: &File) -> bool {
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
+    }
+}
+
+fn commit_loop(
+    mut file: File,
+    path: &Path,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    broken: Arc<AtomicBool>,
+) {
     let mut failure: Option<String> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
@@ -280,7 +264,19 @@ fn commit_loop(mut file: File, rx: std::sync::mpsc::Receiver<Msg>, broken: Arc<A
                 None => file
                     .write_all(&buf)
                     .and_then(|()| file.sync_data())
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        // Lines durable in a file that no longer has the journal's name are
+                        // lost to every reader: stop rather than go on sending.
+                        if names(path, &file) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "the journal {} was deleted or replaced while this run wrote it; the lines since are in the old file only",
+                                path.display()
+                            ))
+                        }
+                    }),
             };
             if let Err(e) = &result {
                 failure.get_or_insert_with(|| e.clone());
@@ -325,7 +321,7 @@ mod tests {
         // file (a torn tail) waits for it, so the map never loses its pages (no SIGBUS).
         let (_dir, path) = torn_journal();
         let reader = File::open(&path).expect("open");
-        reader.lock_shared().expect("shared lock");
+        lock::map_lock(&reader, false).expect("shared lock");
         let (tx, rx) = std::sync::mpsc::channel();
         let writer_path = path.clone();
         let writer = std::thread::spawn(move || {
@@ -339,7 +335,7 @@ mod tests {
             "the writer cut the file under a reader"
         );
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 63);
-        reader.unlock().expect("unlock");
+        lock::map_unlock(&reader).expect("unlock");
         let (w, warned) = match writer.join().expect("writer thread") {
             Ok(opened) => opened,
             Err(_) => panic!("the writer opens once the reader is done"),
