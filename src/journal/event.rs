@@ -369,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_written_by_2837caa_writes_back_byte_for_byte() {
+        let journal = include_str!("../../tests/journal/written-by-2837caa.jsonl");
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in journal.lines() {
+            let event: Event = serde_json::from_str(line).expect(line);
+            assert_eq!(serde_json::to_string(&event).expect("json"), line);
+            kinds.insert(line.split('"').nth(3).unwrap_or_default().to_string());
+        }
+        assert_eq!(kinds.len(), NAMES.len(), "{kinds:?}");
+    }
+
+    #[test]
     fn text_borrows_unless_escaped() {
         let line = r#"{"event":"end","ts":"t","run":"R\"1","outcome":"complete"}"#;
         let Event::End { ts, run, .. } = serde_json::from_str::<Event<Text>>(line).expect("json")

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use crate::support::smtp_server::{Action, SmtpServer};
+use crate::support::smtp_server::{self, ServerOptions, SmtpServer};
 use crate::support::testenv::TestEnv;
 
 /// The fixture written by the utskick of commit 2837caa (tests/journal/make-fixture.sh).
@@ -132,6 +132,11 @@ fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A relay that answers every RCPT after `by`.
+fn slow_rcpt(by: Duration) -> SmtpServer {
+    SmtpServer::start(ServerOptions::default().hook(smtp_server::delay("RCPT", by)))
+}
+
 /// What the example needs to run: the rest beside the journal is utskick's own.
 const THE_MAILING: [&str; 4] = [
     "config.toml",
@@ -143,13 +148,7 @@ const THE_MAILING: [&str; 4] = [
 #[test]
 fn deleting_the_lock_file_beside_the_journal_lets_no_second_send_write_it() {
     // Every RCPT waits a second: the first send holds the journal for a few seconds.
-    let server = SmtpServer::scripted(|e, _| {
-        if e.kind() == "RCPT" {
-            Action::delay(Duration::from_secs(1), Action::Default)
-        } else {
-            Action::Default
-        }
-    });
+    let server = slow_rcpt(Duration::from_secs(1));
     let env = TestEnv::example();
     env.relay(server.port());
     let logs = tempfile::tempdir().expect("logs");
@@ -204,13 +203,7 @@ fn deleting_the_lock_file_beside_the_journal_lets_no_second_send_write_it() {
 #[test]
 fn a_journal_deleted_under_a_running_send_stops_it() {
     // Slow replies; the operator deletes the journal itself once the first message is in.
-    let server = SmtpServer::scripted(|e, _| {
-        if e.kind() == "RCPT" {
-            Action::delay(Duration::from_millis(300), Action::Default)
-        } else {
-            Action::Default
-        }
-    });
+    let server = slow_rcpt(Duration::from_millis(300));
     let env = TestEnv::example();
     env.relay(server.port());
     env.set("sending", "concurrency", "1");
