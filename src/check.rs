@@ -92,12 +92,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
                 .values()
                 .filter(|r| r.state == State::Sent)
                 .count();
-            let locked = std::fs::OpenOptions::new()
-                .write(true)
-                .open(crate::journal::lock_path(journal_path))
-                .ok()
-                .map(|f| f.try_lock().is_err())
-                .unwrap_or(false);
+            let locked = crate::journal::is_locked(journal_path);
             line(
                 out,
                 "journal",

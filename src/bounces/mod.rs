@@ -529,7 +529,7 @@ fn looks_like_ours(local: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Recipient;
+    use crate::journal::Standing as Recipient;
 
     fn recipient(email: &str, id: &str, state: State) -> Recipient {
         Recipient {

@@ -573,14 +573,14 @@ fn bounces_exit_codes() {
     env.run(&["bounces", "r", "--move-to", "Klart"])
         .expect_code(2);
 
-    // A journal locked by another utskick: exit 1.
+    // A journal locked by another utskick (its lock is on the journal itself): exit 1.
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(env.path("delivery-log.jsonl.lock"))
-        .expect("lock file");
+        .open(env.path("delivery-log.jsonl"))
+        .expect("journal");
     lock.try_lock().expect("the test takes the lock");
     let run = env.run(&["bounces", "r"]);
     run.expect_code(1);

@@ -12,6 +12,7 @@ mod support {
 mod bounces;
 mod browser;
 mod hardening;
+mod journal;
 mod journey;
 mod long;
 mod operator;
