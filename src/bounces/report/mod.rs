@@ -148,7 +148,11 @@ pub fn parse(raw: &[u8]) -> Report {
         _ => String::new(),
     };
 
-    let (kind, recipients) = if !parts.status.is_empty() || report_type == "delivery-status" {
+    // A feedback report (a complaint) quotes our message but says nothing about delivery.
+    let feedback = parts.feedback || report_type == "feedback-report";
+    let (kind, recipients) = if feedback {
+        (ReportKind::Other, Vec::new())
+    } else if !parts.status.is_empty() || report_type == "delivery-status" {
         let mut recipients = Vec::new();
         let mut saw_block = false;
         for block in &parts.status {
@@ -157,7 +161,7 @@ pub fn parse(raw: &[u8]) -> Report {
             recipients.extend(found);
         }
         if !saw_block {
-            recipients = text_bounce_recipients(&body, &subject);
+            recipients = text_bounce_recipients(top, &body, &subject);
         }
         (ReportKind::Dsn, recipients)
     } else if let Some(recipients) = text_bounce(top, &subject, &body) {
@@ -353,6 +357,41 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// The layouts table: one fixture per server family's layout, with what it must give.
+    #[test]
+    fn layouts_match_their_table() {
+        let dir = format!("{CORPUS}/layouts");
+        let table = std::fs::read_to_string(format!("{dir}/layouts.tsv")).unwrap();
+        let mut listed = Vec::new();
+        let mut failures = Vec::new();
+        for line in table.lines() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut columns: Vec<&str> = line.split('\t').collect();
+            let file = columns.remove(0);
+            let layout = columns.remove(0);
+            listed.push(file.to_string());
+            let raw = std::fs::read(format!("{dir}/{file}")).unwrap();
+            let got = summary(&parse(&raw));
+            if got != columns {
+                failures.push(format!(
+                    "{file} ({layout}):\n  expected {columns:?}\n  got      {got:?}"
+                ));
+            }
+        }
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        on_disk.sort();
+        listed.sort();
+        assert_eq!(on_disk, listed, "every .eml is in layouts.tsv and no other");
+        assert!(listed.len() >= 25);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn postfix_report_in_detail() {
         let report = parse(&corpus("postfix-user-unknown.eml"));
@@ -487,12 +526,28 @@ mod tests {
     }
 
     #[test]
-    fn failed_with_4xx_status_is_transient() {
+    fn failed_with_4xx_status_is_final() {
+        // Issue 16: the report's Action speaks first; the server has given up.
         let report = parse(&dsn_with(
             "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 4.4.7\r\n",
         ));
-        assert_eq!(report.recipients[0].class, Class::Transient);
+        assert_eq!(report.recipients[0].class, Class::Permanent);
+        assert_eq!(report.recipients[0].status, "4.4.7");
         assert_eq!(report.recipients[0].action, "failed");
+        // Delayed with a 4.x.x is a delay; without an Action, final words decide.
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: delayed\r\nStatus: 4.4.7\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Transient);
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nStatus: 4.4.7\r\n\
+             Diagnostic-Code: X-Postfix; retry timeout exceeded\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Permanent);
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nStatus: 4.4.7\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Transient);
     }
 
     #[test]
@@ -776,6 +831,72 @@ mod tests {
                 assert!(r.diagnostic.chars().count() <= MAX_DIAGNOSTIC_CHARS);
                 assert!(!r.diagnostic.contains(['\r', '\n']));
             }
+        }
+    }
+
+    /// Every fixture of both tables.
+    fn all_fixtures() -> Vec<Vec<u8>> {
+        let mut files = Vec::new();
+        for dir in [CORPUS.to_string(), format!("{CORPUS}/layouts")] {
+            let mut paths: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect();
+            paths.sort();
+            files.extend(paths.into_iter().map(|p| std::fs::read(p).unwrap()));
+        }
+        files
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 200,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// No report parser panics on a mutated fixture: bytes flipped, the message cut,
+        /// pieces repeated, separators and line breaks put in. Each text layout is run on
+        /// its own too, not only the first that finds something.
+        #[test]
+        fn no_report_parser_panics_on_mutated_fixtures(
+            pick in proptest::prelude::any::<proptest::sample::Index>(),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 0u8..5, proptest::prelude::any::<u8>()),
+                1..16,
+            ),
+        ) {
+            let files = all_fixtures();
+            let mut raw = files[pick.index(files.len())].clone();
+            for (at, op, byte) in edits {
+                let at = at.index(raw.len() + 1);
+                match op {
+                    0 if at < raw.len() => raw[at] = byte,
+                    1 => raw.truncate(at),
+                    2 => {
+                        let chunk: Vec<u8> = raw[at..].iter().take(usize::from(byte)).copied().collect();
+                        raw.splice(at..at, chunk);
+                    }
+                    3 => {
+                        let piece: &[u8] = [&b"\n"[..], b"\r\n", b":", b"<", b">", b"@", b"\n\n", b"\xff", b" 550 ", b"(reason: "]
+                            [usize::from(byte) % 10];
+                        raw.splice(at..at, piece.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + usize::from(byte)).min(raw.len());
+                        raw.drain(at..end);
+                    }
+                }
+            }
+            let report = parse(&raw);
+            for r in &report.recipients {
+                proptest::prop_assert!(r.diagnostic.chars().count() <= MAX_DIAGNOSTIC_CHARS);
+                proptest::prop_assert!(!r.diagnostic.contains(['\r', '\n']));
+                proptest::prop_assert!(!r.email.is_empty());
+            }
+            let text = String::from_utf8_lossy(&raw);
+            text::every_layout(&text, &report.subject);
         }
     }
 }

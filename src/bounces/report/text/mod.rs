@@ -1,5 +1,17 @@
-//! Reports without a machine-readable part: the text layouts of the servers that write
-//! them, and the signs that tell such a text from ordinary mail.
+//! Reports without a machine-readable part: the signs that tell such a text from ordinary
+//! mail, and the text layouts of the servers that write them, one file per family:
+//! [`paragraphs`] (an address line, then its paragraph: qmail, Postfix, Yahoo and AOL, GMX,
+//! OpenSMTPD), [`exim`] (indented address blocks under an intro: Exim, Gmail's older text,
+//! Zoho), [`google`] (Gmail and Google Workspace), [`microsoft`] (Exchange 2003 to 2019,
+//! Microsoft 365 and Outlook.com), [`sendmail`] (old and new Sendmail), [`phrases`] (the
+//! address inside a sentence: Domino, IMail, "There was an error delivering your mail to").
+
+mod exim;
+mod google;
+mod microsoft;
+mod paragraphs;
+mod phrases;
+mod sendmail;
 
 use super::*;
 
@@ -12,14 +24,27 @@ pub(crate) const BOUNCE_BODY_SIGNS: &[&str] = &[
     "delivery to the following recipient has been delayed",
     "delivery to the following recipients has been delayed",
     "your message wasn't delivered to",
+    "there was a problem delivering your message to",
     "** address not found **",
     "** message not delivered **",
     "the following recipient(s) cannot be reached",
     "delivery has failed to these recipients or groups",
+    "did not reach the following recipient(s)",
     "your message couldn't be delivered",
+    "couldn't be delivered.",
     "i'm sorry to have to inform you that your message could not",
     "this is the mail system at host",
     "the original message was received at",
+    "the following addresses had permanent fatal errors",
+    "the following addresses had transient non-fatal errors",
+    "----- transcript of session follows -----",
+    "sorry, we were unable to deliver your message to the following address",
+    "this is the mailer-daemon, please do not reply",
+    "an error has occurred while attempting to deliver a message",
+    "there was an error delivering your mail to",
+    "could not be delivered to one or more of its recipients",
+    "an error occurred while trying to deliver the mail to the following recipients",
+    "body of message generated response:",
 ];
 
 /// Words of a bounce's subject.
@@ -33,6 +58,7 @@ pub(crate) const BOUNCE_SUBJECT_SIGNS: &[&str] = &[
     "failure notice",
     "delivery has failed",
     "could not be delivered",
+    "not delivered",
     "nondeliverable",
     "non-delivery",
     "delayed mail",
@@ -52,15 +78,63 @@ pub(crate) const QUOTE_MARKERS: &[&str] = &[
     "------ this is a copy of your message",
     "----- original message -----",
     "----- the header of the original message is following",
+    "--- the header of the original message is following",
     "original message headers:",
+    "below is a copy of the original message",
+    "original message follows.",
+    "----- unsent message follows -----",
+    "----- no message was collected -----",
+    "----- original message follows -----",
+    "------ original message ------",
 ];
 
-/// A text bounce's recipients, when the message is a text bounce.
+/// The text of a bounce up to where it quotes the original, read once for every layout.
+pub(crate) struct Text<'a> {
+    /// Its lines, before the quoted original.
+    pub(crate) lines: Vec<&'a str>,
+    /// The same, lower-cased (for the phrases; positions are looked up in `lines` with
+    /// `get`, since lower-casing may change lengths).
+    pub(crate) lower: Vec<String>,
+    /// What the text (and the subject) says: given up, or still trying.
+    pub(crate) words: Words,
+}
+
+impl<'a> Text<'a> {
+    fn new(body: &'a str, subject: &str) -> Text<'a> {
+        let lines = cut_at_quote(body);
+        let lower: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
+        let subject_lower = subject.to_lowercase();
+        let mut words = Words::of(&lower.join("\n")).or(Words::of(&subject_lower));
+        words.delay |= subject_lower.contains("delayed");
+        Text {
+            lines,
+            lower,
+            words,
+        }
+    }
+
+    /// The index of the first line that holds `phrase` (lower-case).
+    pub(crate) fn find(&self, phrase: &str) -> Option<usize> {
+        self.lower.iter().position(|l| l.contains(phrase))
+    }
+
+    /// A recipient with the text's words.
+    pub(crate) fn recipient(&self, email: String, diagnostic: &str) -> Option<BounceRecipient> {
+        text_recipient(email, diagnostic, self.words)
+    }
+}
+
+/// A text bounce's recipients, when the message is a text bounce: one with a bounce's own
+/// phrases, or from a mail daemon with a bounce's subject, or naming failed recipients in
+/// `X-Failed-Recipients`, or from a daemon or with a bounce's subject and a layout that
+/// names recipients. Checked before any auto-reply sign: Exim and others mark their
+/// bounces `Auto-Submitted: auto-replied`.
 pub(crate) fn text_bounce(
     top: &[Header<'_>],
     subject: &str,
     body: &str,
 ) -> Option<Vec<BounceRecipient>> {
+    let body = body.replace("\r\n", "\n");
     let body_lower = body.to_lowercase();
     let subject_lower = subject.to_lowercase();
     let body_sign = BOUNCE_BODY_SIGNS.iter().any(|s| body_lower.contains(s));
@@ -68,141 +142,132 @@ pub(crate) fn text_bounce(
         .iter()
         .any(|s| subject_lower.contains(s));
     let daemon = from_daemon(top);
-    let recipients = text_bounce_recipients(body, subject);
+    let failed_header = failed_recipients_header(top);
+    let recipients = text_bounce_recipients(top, &body, subject);
     let is_bounce = body_sign
         || (daemon && subject_sign)
+        || !failed_header.is_empty()
         || ((daemon || subject_sign) && !recipients.is_empty());
     is_bounce.then_some(recipients)
 }
 
-/// From `MAILER-DAEMON@`, `postmaster@`, or with an empty Return-Path.
+/// From `MAILER-DAEMON@`, `postmaster@`, `MAILER-DAEMON <>`, or with an empty Return-Path.
 pub(crate) fn from_daemon(top: &[Header<'_>]) -> bool {
-    let from_local = match header(top, "From") {
-        Some(HeaderValue::Address(address)) => address
-            .first()
-            .and_then(|a| a.address())
-            .and_then(|a| a.split('@').next())
-            .map(|l| l.to_ascii_lowercase()),
-        _ => None,
+    const DAEMONS: &[&str] = &[
+        "mailer-daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "postmaster",
+        "mdaemon",
+        "mail delivery system",
+        "mail delivery subsystem",
+        "microsoft outlook",
+    ];
+    let (from_local, from_name) = match header(top, "From") {
+        Some(HeaderValue::Address(address)) => {
+            let first = address.first();
+            (
+                first
+                    .and_then(|a| a.address())
+                    .and_then(|a| a.split('@').next())
+                    .map(|l| l.to_ascii_lowercase()),
+                first
+                    .and_then(|a| a.name())
+                    .map(|n| n.trim().to_ascii_lowercase()),
+            )
+        }
+        _ => (None, None),
     };
-    let daemon_from = from_local.as_deref().is_some_and(|l| {
-        matches!(
-            l,
-            "mailer-daemon" | "mailerdaemon" | "mail-daemon" | "postmaster" | "mdaemon"
-        )
-    });
+    let daemon_from = from_local
+        .as_deref()
+        .is_some_and(|l| DAEMONS[..5].contains(&l));
+    // `From: MAILER-DAEMON <>` has a name and no address.
+    let daemon_name = from_local.as_deref().is_none_or(str::is_empty)
+        && from_name.as_deref().is_some_and(|n| DAEMONS.contains(&n));
     let null_return_path = top
         .iter()
         .any(|h| h.name.as_str().eq_ignore_ascii_case("Return-Path"))
         && header_ids(top, "Return-Path").is_empty()
         && !matches!(header(top, "Return-Path"), Some(HeaderValue::Text(t)) if t.contains('@'));
-    daemon_from || null_return_path
+    daemon_from || daemon_name || null_return_path
 }
 
-/// Recipients in the text of a bounce without a delivery-status part.
-pub(crate) fn text_bounce_recipients(body: &str, subject: &str) -> Vec<BounceRecipient> {
-    let body = body.replace("\r\n", "\n");
-    let lines = cut_at_quote(&body);
-    let lower: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
-    let all_lower = lower.join("\n");
-    let subject_lower = subject.to_lowercase();
-    let delayed_text = [
-        "has been delayed",
-        "has not yet been delivered",
-        "temporary failure",
-        "will be retried",
-        "still trying",
-        "delivery delayed",
-        "(delay)",
-        "not delivered yet",
-    ]
-    .iter()
-    .any(|p| all_lower.contains(p) || subject_lower.contains(p))
-        || subject_lower.contains("delayed");
+/// The addresses of `X-Failed-Recipients` (Exim, Gmail), lower-cased.
+pub(crate) fn failed_recipients_header(top: &[Header<'_>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in top {
+        if !h.name.as_str().eq_ignore_ascii_case("X-Failed-Recipients") {
+            continue;
+        }
+        let text = match &h.value {
+            HeaderValue::Text(t) => t.to_string(),
+            HeaderValue::TextList(list) => list.join(","),
+            HeaderValue::Address(a) => a
+                .iter()
+                .filter_map(|a| a.address())
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        };
+        out.extend(
+            text.split([',', ' ', '\t'])
+                .filter_map(extract_email)
+                .take(1000),
+        );
+    }
+    out
+}
 
-    // qmail: "<addr>:" lines, each followed by its diagnostic paragraph.
-    if all_lower.contains("qmail-send program") {
-        let found = qmail_recipients(&lines);
+/// Recipients in the text of a bounce without a delivery-status part: the first layout
+/// that finds any, else the `X-Failed-Recipients` header with the text's first SMTP reply.
+pub(crate) fn text_bounce_recipients(
+    top: &[Header<'_>],
+    body: &str,
+    subject: &str,
+) -> Vec<BounceRecipient> {
+    let body = body.replace("\r\n", "\n");
+    let text = Text::new(&body, subject);
+    for layout in LAYOUTS {
+        let found = layout(&text);
         if !found.is_empty() {
             return found;
         }
     }
+    let diagnostic = text
+        .lines
+        .iter()
+        .find(|l| find_smtp_code(l).is_some())
+        .map(|l| l.trim())
+        .unwrap_or("");
+    failed_recipients_header(top)
+        .into_iter()
+        .filter_map(|email| text.recipient(email, diagnostic))
+        .collect()
+}
 
-    // Inline delivery-status fields (a forwarded or flattened report).
-    let (found, _) = status_fields_recipients(&lines.join("\n"));
-    if !found.is_empty() {
-        return found;
-    }
+/// The layouts in the order they are tried: the most specific first, qmail's loose
+/// "address line, then paragraph" last.
+const LAYOUTS: &[fn(&Text<'_>) -> Vec<BounceRecipient>] = &[
+    inline_status_fields,
+    google::recipients,
+    microsoft::recipients,
+    sendmail::recipients,
+    phrases::recipients,
+    exim::recipients,
+    paragraphs::recipients,
+];
 
-    // Gmail, modern text: "Your message wasn't delivered to X because ...".
-    let mut found = Vec::new();
-    let mut response: Option<Option<String>> = None;
-    for (line, l) in lines.iter().zip(&lower) {
-        let Some(pos) = l.find("wasn't delivered to ") else {
-            continue;
-        };
-        let rest = line.get(pos + "wasn't delivered to ".len()..).unwrap_or("");
-        if let Some(email) = rest.split_whitespace().next().and_then(extract_email) {
-            let diagnostic = response
-                .get_or_insert_with(|| {
-                    paragraph_after(
-                        &lines,
-                        &[
-                            "the response from the remote server was:",
-                            "the response was:",
-                        ],
-                    )
-                })
-                .clone()
-                .unwrap_or_else(|| line.to_string());
-            found.extend(text_recipient(email, &diagnostic, !delayed_text));
-        }
-    }
-    if !found.is_empty() {
-        return found;
-    }
+/// Every layout run on one text (for the property test: each must be total), the number
+/// of recipients they found together.
+#[cfg(test)]
+pub(crate) fn every_layout(body: &str, subject: &str) -> usize {
+    let text = Text::new(body, subject);
+    LAYOUTS.iter().map(|layout| layout(&text).len()).sum()
+}
 
-    // Exim, Gmail's older text, Exchange's older text: an introducing line, then indented
-    // addresses, each with its more indented diagnostic lines.
-    const INTROS: &[(&str, bool)] = &[
-        ("address(es) failed:", true),
-        ("addresses failed:", true),
-        ("have not yet been delivered:", false),
-        ("has not yet been delivered:", false),
-        ("not yet been delivered is:", false),
-        ("not yet been delivered are:", false),
-        ("failed permanently:", true),
-        ("has been delayed:", false),
-        ("have been delayed:", false),
-        ("cannot be reached:", true),
-        ("could not be delivered to the following", true),
-    ];
-    let shared = paragraph_after(
-        &lines,
-        &[
-            "the error that the other server returned was:",
-            "technical details of permanent failure:",
-            "technical details of temporary failure:",
-        ],
-    );
-    let intros = lower.iter().enumerate().filter_map(|(i, line)| {
-        INTROS
-            .iter()
-            .find(|(p, _)| line.trim_end().ends_with(p))
-            .map(|&(_, permanent)| (i, permanent))
-    });
-    // A bounce has one or two such sections; a bound keeps a hostile text linear.
-    for (i, permanent) in intros.take(8) {
-        for (email, diagnostic) in indented_blocks(&lines[i + 1..]) {
-            let diagnostic = if diagnostic.trim().is_empty() {
-                shared.clone().unwrap_or_default()
-            } else {
-                diagnostic
-            };
-            found.extend(text_recipient(email, &diagnostic, permanent));
-        }
-    }
-    found
+/// Delivery-status fields inside the text (a forwarded or flattened report).
+fn inline_status_fields(text: &Text<'_>) -> Vec<BounceRecipient> {
+    status_fields_recipients(&text.lines.join("\n")).0
 }
 
 /// The lines of a bounce's text before it quotes the original message.
@@ -216,33 +281,6 @@ pub(crate) fn cut_at_quote(body: &str) -> Vec<&str> {
         out.push(line);
     }
     out
-}
-
-/// qmail's `<addr>:` paragraphs.
-pub(crate) fn qmail_recipients(lines: &[&str]) -> Vec<BounceRecipient> {
-    let text = lines.join("\n").to_lowercase();
-    let permanent = !text.contains("i'm still trying") || text.contains("permanent error");
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i].trim();
-        let address = line
-            .strip_prefix('<')
-            .and_then(|l| l.strip_suffix(">:"))
-            .and_then(extract_email);
-        i += 1;
-        let Some(email) = address else { continue };
-        let mut diagnostic = Vec::new();
-        while i < lines.len() && !lines[i].trim().is_empty() {
-            if lines[i].trim_start().starts_with('<') && lines[i].trim_end().ends_with(">:") {
-                break;
-            }
-            diagnostic.push(lines[i].trim());
-            i += 1;
-        }
-        found.extend(text_recipient(email, &diagnostic.join(" "), permanent));
-    }
-    found
 }
 
 /// The paragraph after the first line that holds one of `intros` (tried in order), or the
@@ -306,4 +344,18 @@ pub(crate) fn indented_blocks(lines: &[&str]) -> Vec<(String, String)> {
         }
     }
     blocks.into_iter().map(|(e, d, _)| (e, d)).collect()
+}
+
+/// The paragraph that starts after `lines[i]`, blank lines before it skipped, its lines
+/// trimmed and joined.
+pub(crate) fn next_paragraph(lines: &[&str], i: usize) -> String {
+    lines
+        .get(i + 1..)
+        .unwrap_or_default()
+        .iter()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
