@@ -385,6 +385,145 @@ fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
     assert_eq!(env.events("bounced").len(), before);
 }
 
+/// The layouts table (tests/bounces/layouts/layouts.tsv): file, layout, kind, recipients,
+/// original, as [`Expected`].
+fn layouts() -> Vec<Expected> {
+    let dir = corpus_dir().join("layouts");
+    let text = std::fs::read_to_string(dir.join("layouts.tsv")).expect("layouts.tsv");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let mut cols: Vec<&str> = line.split('\t').collect();
+            cols.remove(1); // the layout's name
+            let last = cols[cols.len() - 1];
+            Expected {
+                file: cols[0].to_string(),
+                kind: cols[1].to_string(),
+                recipients: cols[2..cols.len() - 1]
+                    .iter()
+                    .map(|c| {
+                        let p: Vec<&str> = c.split(' ').collect();
+                        (p[0].to_string(), p[1].to_string(), p[2].to_string())
+                    })
+                    .collect(),
+                original: (last != "-").then(|| last.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// One report per server layout, against a real send's journal, read from an mbox: every
+/// permanent failure is booked `bounced` (4.x.x with "Action: failed" or "given up"
+/// included), every delay is kept as a delay, and auto-replies, a feedback report and
+/// delivery confirmations book nothing.
+#[test]
+fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
+    let layouts = layouts();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for e in &layouts {
+        for (email, _, _) in &e.recipients {
+            if !rows.iter().any(|(_, m)| m == email) {
+                rows.push((format!("{}", 3001 + rows.len()), email.clone()));
+            }
+        }
+    }
+    // The negatives' own recipients: sent, and they must stay sent.
+    for email in [
+        "oskar.olsson@example.org",
+        "pia.palm@example.com",
+        "siv.strand@example.com",
+        "tage.torn@example.com",
+        "ulf.udd@example.net",
+    ] {
+        rows.push((format!("{}", 3001 + rows.len()), email.to_string()));
+    }
+    let key_of = |email: &str| -> String {
+        rows.iter()
+            .find(|(_, m)| m == email)
+            .map(|(k, _)| k.clone())
+            .expect("a row for this address")
+    };
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    write_csv(&env, &rows);
+    env.run(&["send", "--yes"]).expect_code(0);
+    let ids = sent_ids(&env);
+    assert_eq!(ids.len(), rows.len());
+
+    // Each fixture names the notice of its recipient (a negative: the first row's); the
+    // Amazon SES one names SES's own id and is matched by address.
+    let mut mbox = Vec::new();
+    for e in &layouts {
+        let mut text =
+            std::fs::read_to_string(corpus_dir().join("layouts").join(&e.file)).expect("fixture");
+        if let Some(original) = e
+            .original
+            .as_deref()
+            .filter(|o| o.contains("nektab-2023-10."))
+        {
+            let key = match e.recipients.first() {
+                Some((email, _, _)) => key_of(email),
+                None => rows[0].0.clone(),
+            };
+            text = text.replace(inner(original), inner(&ids[&key].1));
+        }
+        mbox.extend_from_slice(b"From MAILER-DAEMON Thu Oct 12 10:15:00 2023\n");
+        for line in text.split_inclusive('\n') {
+            if line.trim_start_matches('>').starts_with("From ") {
+                mbox.push(b'>');
+            }
+            mbox.extend_from_slice(line.as_bytes());
+        }
+        mbox.push(b'\n');
+    }
+    env.write("layouts.mbox", mbox);
+
+    let mut permanent = BTreeSet::new();
+    let mut delayed = BTreeSet::new();
+    for e in &layouts {
+        for (email, _, class) in &e.recipients {
+            if class == "permanent" {
+                permanent.insert(key_of(email));
+            } else {
+                delayed.insert(key_of(email));
+            }
+        }
+    }
+    assert_eq!(permanent.len(), 21);
+    assert_eq!(delayed.len(), 3);
+
+    let run = env.run(&["bounces", "layouts.mbox"]);
+    run.expect_code(0);
+    let autos = layouts.iter().filter(|e| e.kind == "auto-reply").count();
+    assert!(
+        summary(&run).starts_with(&format!(
+            "bounces: {} messages read, {} DSNs, 24 matched (21 booked, 3 delays), 0 already booked, 0 unmatched, {autos} auto-replies, 1 other mail",
+            layouts.len(),
+            layouts.iter().filter(|e| e.kind == "dsn").count(),
+        )),
+        "{}",
+        run.all()
+    );
+    assert_eq!(bounced_keys(&env), permanent, "{}", run.all());
+    let delays: BTreeSet<String> = bounced(&env)
+        .into_iter()
+        .filter(|b| b.1 == "transient")
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(delays, delayed);
+    let states = env.latest();
+    for (key, email) in &rows {
+        let expected = if permanent.contains(key) {
+            "bounced"
+        } else {
+            "sent"
+        };
+        assert_eq!(states[key], expected, "{email}");
+    }
+    assert_eq!(counts(&env)["bounced"], 21);
+}
+
 #[test]
 fn matching_households_tests_failed_recipients_and_corrected_addresses() {
     const MARTA: &str = "marta.sjostrom@example.org";
