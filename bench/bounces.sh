@@ -51,11 +51,18 @@ for which in old new; do
     fresh_mailing "$dir"
     sync
     load="$(load_now)"
-    timed "$TMP/mbox-$which.out" "$TMP/mbox-$which.err" "$bin" --config "$dir/config.toml" bounces "$MBOX"
+    # Wall time, CPU time (user + system: the machine is shared, wall time is not the
+    # program's alone) and peak RSS.
+    set +e
+    /usr/bin/time -f '%e %U %S %M' -o "$TMP/mbox-$which.time" \
+        "$bin" --config "$dir/config.toml" bounces "$MBOX" >"$TMP/mbox-$which.out" 2>"$TMP/mbox-$which.err"
+    RC=$?
+    set -e
+    read -r TIME_S USER_S SYS_S RSS_KB < <(tail -n 1 "$TMP/mbox-$which.time")
     if [[ "$RC" != 0 ]]; then
         echo "$which: exit $RC" >&2
         tail -n 5 "$TMP/mbox-$which.err" >&2
     fi
-    echo "$which: wall ${TIME_S} s, peak RSS $((RSS_KB / 1024)) MiB, exit $RC (load $load)"
+    echo "$which: wall ${TIME_S} s, CPU ${USER_S} s user + ${SYS_S} s system, peak RSS $((RSS_KB / 1024)) MiB, exit $RC (load $load)"
     head -n 1 "$TMP/mbox-$which.out"
 done

@@ -31,12 +31,17 @@ fn corpus_dir() -> PathBuf {
     repo().join("tests/bounces")
 }
 
-fn expected() -> Vec<Expected> {
-    let text = std::fs::read_to_string(corpus_dir().join("expected.tsv")).expect("expected.tsv");
+/// A table of tests/bounces: file, the layout's name (only in `layouts/layouts.tsv`), kind,
+/// one column per recipient, the original Message-ID.
+fn read_table(path: &str, with_layout: bool) -> Vec<Expected> {
+    let text = std::fs::read_to_string(corpus_dir().join(path)).expect("table");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
+            let mut cols: Vec<&str> = line.split('\t').collect();
+            if with_layout {
+                cols.remove(1);
+            }
             let last = cols[cols.len() - 1];
             let recipients = cols[2..cols.len() - 1]
                 .iter()
@@ -57,6 +62,46 @@ fn expected() -> Vec<Expected> {
             }
         })
         .collect()
+}
+
+fn expected() -> Vec<Expected> {
+    read_table("expected.tsv", false)
+}
+
+/// One (key, email) row per address a table names, keys counted up from `first`.
+fn rows_for(table: &[Expected], first: usize) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for e in table {
+        for (email, _, _) in &e.recipients {
+            if !rows.iter().any(|(_, m)| m == email) {
+                rows.push((format!("{}", first + rows.len()), email.clone()));
+            }
+        }
+    }
+    rows
+}
+
+/// Sends to these (key, email) rows through a plain test relay; returns the env, the
+/// relay (kept alive) and each key's (email, Message-ID).
+fn sent_rows(
+    rows: &[(String, String)],
+) -> (TestEnv, SmtpServer, HashMap<String, (String, String)>) {
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    write_csv(&env, rows);
+    env.run(&["send", "--yes"]).expect_code(0);
+    let ids = sent_ids(&env);
+    assert_eq!(ids.len(), rows.len());
+    (env, server, ids)
+}
+
+/// The key of the row with this address.
+fn key_of(rows: &[(String, String)], email: &str) -> String {
+    rows.iter()
+        .find(|(_, m)| m == email)
+        .map(|(k, _)| k.clone())
+        .expect("a row for this address")
 }
 
 /// Every non-test `sent` event's key → (email, Message-ID), the latest winning.
@@ -226,29 +271,11 @@ fn sent_example() -> (TestEnv, SmtpServer, HashMap<String, (String, String)>) {
 fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
     let expected = expected();
     // One recipient per address the corpus reports, plus one nobody reports.
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for e in &expected {
-        for (email, _, _) in &e.recipients {
-            if !rows.iter().any(|(_, m)| m == email) {
-                rows.push((format!("{}", 2001 + rows.len()), email.clone()));
-            }
-        }
-    }
+    let mut rows = rows_for(&expected, 2001);
     rows.push(("2999".into(), "olof.ost@example.org".into()));
-    let key_of = |email: &str| -> String {
-        rows.iter()
-            .find(|(_, m)| m == email)
-            .map(|(k, _)| k.clone())
-            .expect("a row for this address")
-    };
+    let key_of = |email: &str| key_of(&rows, email);
 
-    let server = SmtpServer::plain();
-    let env = TestEnv::example();
-    env.relay(server.port());
-    write_csv(&env, &rows);
-    env.run(&["send", "--yes"]).expect_code(0);
-    let ids = sent_ids(&env);
-    assert_eq!(ids.len(), rows.len());
+    let (env, _server, ids) = sent_rows(&rows);
 
     // The corpus with its Message-IDs replaced by the journal's: a report names the notice
     // of its first recipient (an auto-reply: any notice).
@@ -385,48 +412,14 @@ fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
     assert_eq!(env.events("bounced").len(), before);
 }
 
-/// The layouts table (tests/bounces/layouts/layouts.tsv): file, layout, kind, recipients,
-/// original, as [`Expected`].
-fn layouts() -> Vec<Expected> {
-    let dir = corpus_dir().join("layouts");
-    let text = std::fs::read_to_string(dir.join("layouts.tsv")).expect("layouts.tsv");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|line| {
-            let mut cols: Vec<&str> = line.split('\t').collect();
-            cols.remove(1); // the layout's name
-            let last = cols[cols.len() - 1];
-            Expected {
-                file: cols[0].to_string(),
-                kind: cols[1].to_string(),
-                recipients: cols[2..cols.len() - 1]
-                    .iter()
-                    .map(|c| {
-                        let p: Vec<&str> = c.split(' ').collect();
-                        (p[0].to_string(), p[1].to_string(), p[2].to_string())
-                    })
-                    .collect(),
-                original: (last != "-").then(|| last.to_string()),
-            }
-        })
-        .collect()
-}
-
 /// One report per server layout, against a real send's journal, read from an mbox: every
 /// permanent failure is booked `bounced` (4.x.x with "Action: failed" or "given up"
 /// included), every delay is kept as a delay, and auto-replies, a feedback report and
 /// delivery confirmations book nothing.
 #[test]
 fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
-    let layouts = layouts();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for e in &layouts {
-        for (email, _, _) in &e.recipients {
-            if !rows.iter().any(|(_, m)| m == email) {
-                rows.push((format!("{}", 3001 + rows.len()), email.clone()));
-            }
-        }
-    }
+    let layouts = read_table("layouts/layouts.tsv", true);
+    let mut rows = rows_for(&layouts, 3001);
     // The negatives' own recipients: sent, and they must stay sent.
     for email in [
         "oskar.olsson@example.org",
@@ -437,19 +430,8 @@ fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
     ] {
         rows.push((format!("{}", 3001 + rows.len()), email.to_string()));
     }
-    let key_of = |email: &str| -> String {
-        rows.iter()
-            .find(|(_, m)| m == email)
-            .map(|(k, _)| k.clone())
-            .expect("a row for this address")
-    };
-    let server = SmtpServer::plain();
-    let env = TestEnv::example();
-    env.relay(server.port());
-    write_csv(&env, &rows);
-    env.run(&["send", "--yes"]).expect_code(0);
-    let ids = sent_ids(&env);
-    assert_eq!(ids.len(), rows.len());
+    let key_of = |email: &str| key_of(&rows, email);
+    let (env, _server, ids) = sent_rows(&rows);
 
     // Each fixture names the notice of its recipient (a negative: the first row's); the
     // Amazon SES one names SES's own id and is matched by address.

@@ -23,10 +23,10 @@ const INTROS: &[&str] = &[
 ];
 
 pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
-    let zoho = zoho_lines(text);
-    if !zoho.is_empty() {
-        return zoho;
-    }
+    first_found(text, &[zoho_lines, indented_under_intro])
+}
+
+fn indented_under_intro(text: &Text<'_>) -> Vec<BounceRecipient> {
     let lines = &text.lines;
     let shared = paragraph_after(
         lines,

@@ -20,15 +20,7 @@ const LIST_INTROS: &[&str] = &[
 const ADMIN_SECTION: &str = "diagnostic information for administrators:";
 
 pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
-    let found = exchange_2007(text);
-    if !found.is_empty() {
-        return found;
-    }
-    let found = microsoft_365(text);
-    if !found.is_empty() {
-        return found;
-    }
-    exchange_2003(text)
+    first_found(text, &[exchange_2007, microsoft_365, exchange_2003])
 }
 
 /// The first address in a line written the ways Exchange writes them.

@@ -227,11 +227,9 @@ pub(crate) fn text_bounce_recipients(
 ) -> Vec<BounceRecipient> {
     let body = body.replace("\r\n", "\n");
     let text = Text::new(&body, subject);
-    for layout in LAYOUTS {
-        let found = layout(&text);
-        if !found.is_empty() {
-            return found;
-        }
+    let found = first_found(&text, LAYOUTS);
+    if !found.is_empty() {
+        return found;
     }
     let diagnostic = text
         .lines
@@ -256,6 +254,18 @@ const LAYOUTS: &[fn(&Text<'_>) -> Vec<BounceRecipient>] = &[
     exim::recipients,
     paragraphs::recipients,
 ];
+
+/// The recipients of the first of `layouts` that finds any.
+pub(crate) fn first_found(
+    text: &Text<'_>,
+    layouts: &[fn(&Text<'_>) -> Vec<BounceRecipient>],
+) -> Vec<BounceRecipient> {
+    layouts
+        .iter()
+        .map(|layout| layout(text))
+        .find(|found| !found.is_empty())
+        .unwrap_or_default()
+}
 
 /// Every layout run on one text (for the property test: each must be total), the number
 /// of recipients they found together.

@@ -10,15 +10,7 @@
 use super::*;
 
 pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
-    let found = domino(text);
-    if !found.is_empty() {
-        return found;
-    }
-    let found = imail(text);
-    if !found.is_empty() {
-        return found;
-    }
-    sentences(text)
+    first_found(text, &[domino, imail, sentences])
 }
 
 fn domino(text: &Text<'_>) -> Vec<BounceRecipient> {
