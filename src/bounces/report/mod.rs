@@ -207,9 +207,15 @@ pub fn parse(raw: &[u8]) -> Report {
 /// mail-parser package in the dev profile keeps its message off stderr.)
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     let parser = MessageParser::new();
-    let nesting = count_ascii_ci(raw, b"message/rfc822")
-        + count_ascii_ci(raw, b"message/global")
-        + count_ascii_ci(raw, b"multipart/digest");
+    let lower = raw.to_ascii_lowercase();
+    let nesting: usize = [
+        &b"message/rfc822"[..],
+        b"message/global",
+        b"multipart/digest",
+    ]
+    .iter()
+    .map(|needle| memchr::memmem::find_iter(&lower, needle).count())
+    .sum();
     let full = nesting <= MAX_NESTED_MESSAGES;
     if full && let Ok(parsed) = std::panic::catch_unwind(|| parser.parse(raw)) {
         return parsed;
@@ -217,16 +223,6 @@ fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| parser.parse_headers(raw))
         .ok()
         .flatten()
-}
-
-fn count_ascii_ci(haystack: &[u8], needle: &[u8]) -> usize {
-    if needle.is_empty() {
-        return 0;
-    }
-    haystack
-        .windows(needle.len())
-        .filter(|w| w.eq_ignore_ascii_case(needle))
-        .count()
 }
 
 /// The text on one line: control characters and runs of white space become one space,

@@ -29,7 +29,7 @@ pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
 fn indented_under_intro(text: &Text<'_>) -> Vec<BounceRecipient> {
     let lines = &text.lines;
     let shared = paragraph_after(
-        lines,
+        text,
         &[
             "the error that the other server returned was:",
             "technical details of permanent failure:",
@@ -61,6 +61,9 @@ fn indented_under_intro(text: &Text<'_>) -> Vec<BounceRecipient> {
 /// (the address first, then the reply), or `[Status: Error, Address: <addr>,
 /// ResponseCode 421, , Host not reachable.]`.
 fn zoho_lines(text: &Text<'_>) -> Vec<BounceRecipient> {
+    if !text.mentions("error_code :") && !text.mentions("[status: ") {
+        return Vec::new();
+    }
     let mut found = Vec::new();
     for (line, l) in text.lines.iter().zip(&text.lower).take(2000) {
         let trimmed = line.trim();

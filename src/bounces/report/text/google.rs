@@ -12,6 +12,9 @@ const SENTENCES: &[&str] = &[
 ];
 
 pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
+    if !SENTENCES.iter().any(|s| text.mentions(s)) {
+        return Vec::new();
+    }
     let mut found = Vec::new();
     let mut response: Option<Option<String>> = None;
     for (line, l) in text.lines.iter().zip(&text.lower) {
@@ -26,7 +29,7 @@ pub(crate) fn recipients(text: &Text<'_>) -> Vec<BounceRecipient> {
         let diagnostic = response
             .get_or_insert_with(|| {
                 paragraph_after(
-                    &text.lines,
+                    text,
                     &[
                         "the response from the remote server was:",
                         "the response was:",

@@ -102,6 +102,9 @@ fn exchange_2007(text: &Text<'_>) -> Vec<BounceRecipient> {
 
 fn microsoft_365(text: &Text<'_>) -> Vec<BounceRecipient> {
     const SENTENCE: &str = "your message to ";
+    if !text.mentions(SENTENCE) {
+        return Vec::new();
+    }
     let mut found = Vec::new();
     for (line, l) in text.lines.iter().zip(&text.lower) {
         let Some(pos) = l.find(SENTENCE) else {

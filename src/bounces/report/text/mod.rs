@@ -95,6 +95,10 @@ pub(crate) struct Text<'a> {
     /// The same, lower-cased (for the phrases; positions are looked up in `lines` with
     /// `get`, since lower-casing may change lengths).
     pub(crate) lower: Vec<String>,
+    /// The lower-cased lines joined by LF, searched once per phrase rather than line by line.
+    all: String,
+    /// Where each line starts in `all`.
+    starts: Vec<usize>,
     /// What the text (and the subject) says: given up, or still trying.
     pub(crate) words: Words,
 }
@@ -104,18 +108,44 @@ impl<'a> Text<'a> {
         let lines = cut_at_quote(body);
         let lower: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
         let subject_lower = subject.to_lowercase();
-        let mut words = Words::of(&lower.join("\n")).or(Words::of(&subject_lower));
+        let all = lower.join("\n");
+        let mut starts = Vec::with_capacity(lower.len());
+        let mut at = 0;
+        for l in &lower {
+            starts.push(at);
+            at += l.len() + 1;
+        }
+        let mut words = Words::of(&all).or(Words::of(&subject_lower));
         words.delay |= subject_lower.contains("delayed");
         Text {
             lines,
             lower,
+            all,
+            starts,
             words,
         }
     }
 
+    /// Whether the text holds `phrase` (lower-case) anywhere.
+    pub(crate) fn mentions(&self, phrase: &str) -> bool {
+        memchr::memmem::find(self.all.as_bytes(), phrase.as_bytes()).is_some()
+    }
+
+    /// The indexes of the lines that hold `phrase` (lower-case), in order, each once.
+    pub(crate) fn lines_with<'t>(&'t self, phrase: &'t str) -> impl Iterator<Item = usize> + 't {
+        let mut last = None;
+        memchr::memmem::find_iter(self.all.as_bytes(), phrase.as_bytes()).filter_map(move |at| {
+            let line = self.starts.partition_point(|&s| s <= at).saturating_sub(1);
+            (last != Some(line)).then(|| {
+                last = Some(line);
+                line
+            })
+        })
+    }
+
     /// The index of the first line that holds `phrase` (lower-case).
     pub(crate) fn find(&self, phrase: &str) -> Option<usize> {
-        self.lower.iter().position(|l| l.contains(phrase))
+        self.lines_with(phrase).next()
     }
 
     /// A recipient with the text's words.
@@ -295,11 +325,11 @@ pub(crate) fn cut_at_quote(body: &str) -> Vec<&str> {
 
 /// The paragraph after the first line that holds one of `intros` (tried in order), or the
 /// rest of that line when it goes on after the intro.
-pub(crate) fn paragraph_after(lines: &[&str], intros: &[&str]) -> Option<String> {
+pub(crate) fn paragraph_after(text: &Text<'_>, intros: &[&str]) -> Option<String> {
     for intro in intros {
-        for (i, line) in lines.iter().enumerate() {
-            let lower = line.to_lowercase();
-            let Some(pos) = lower.find(intro) else {
+        for i in text.lines_with(intro) {
+            let line = text.lines[i];
+            let Some(pos) = text.lower[i].find(intro) else {
                 continue;
             };
             // `pos` is in the lower-cased line; where lower-casing changed lengths the
@@ -308,14 +338,9 @@ pub(crate) fn paragraph_after(lines: &[&str], intros: &[&str]) -> Option<String>
             if !rest.is_empty() {
                 return Some(rest.to_string());
             }
-            let paragraph: Vec<&str> = lines[i + 1..]
-                .iter()
-                .skip_while(|l| l.trim().is_empty())
-                .take_while(|l| !l.trim().is_empty())
-                .map(|l| l.trim())
-                .collect();
+            let paragraph = next_paragraph(&text.lines, i);
             if !paragraph.is_empty() {
-                return Some(paragraph.join(" "));
+                return Some(paragraph);
             }
         }
     }

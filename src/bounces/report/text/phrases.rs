@@ -32,7 +32,10 @@ fn domino(text: &Text<'_>) -> Vec<BounceRecipient> {
 
 fn imail(text: &Text<'_>) -> Vec<BounceRecipient> {
     const LINES: &[&str] = &["unknown user:", "undeliverable to ", "unknown host:"];
-    let response = paragraph_after(&text.lines, &["body of message generated response:"]);
+    if !LINES.iter().any(|p| text.mentions(p)) {
+        return Vec::new();
+    }
+    let response = paragraph_after(text, &["body of message generated response:"]);
     let mut found = Vec::new();
     for (line, l) in text.lines.iter().zip(&text.lower) {
         let t = l.trim_start();
@@ -59,6 +62,9 @@ fn sentences(text: &Text<'_>) -> Vec<BounceRecipient> {
     ];
     const ABOVE_LIST: &[&str] =
         &["an error occurred while trying to deliver the mail to the following recipients:"];
+    if !INLINE.iter().chain(ABOVE_LIST).any(|p| text.mentions(p)) {
+        return Vec::new();
+    }
     let lines = &text.lines;
     let mut found = Vec::new();
     for (i, (line, l)) in lines.iter().zip(&text.lower).enumerate() {
