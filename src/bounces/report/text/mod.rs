@@ -183,15 +183,22 @@ pub(crate) fn text_bounce(
 
 /// From `MAILER-DAEMON@`, `postmaster@`, `MAILER-DAEMON <>`, or with an empty Return-Path.
 pub(crate) fn from_daemon(top: &[Header<'_>]) -> bool {
+    /// Local parts of a mail daemon's address.
     const DAEMONS: &[&str] = &[
         "mailer-daemon",
         "mailerdaemon",
         "mail-daemon",
         "postmaster",
         "mdaemon",
+    ];
+    /// Names a daemon signs with when it gives no address (`MAILER-DAEMON <>`).
+    const DAEMON_NAMES: &[&str] = &[
+        "mailer-daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "postmaster",
         "mail delivery system",
         "mail delivery subsystem",
-        "microsoft outlook",
     ];
     let (from_local, from_name) = match header(top, "From") {
         Some(HeaderValue::Address(address)) => {
@@ -210,10 +217,10 @@ pub(crate) fn from_daemon(top: &[Header<'_>]) -> bool {
     };
     let daemon_from = from_local
         .as_deref()
-        .is_some_and(|l| DAEMONS[..5].contains(&l));
+        .is_some_and(|l| DAEMONS.contains(&l));
     // `From: MAILER-DAEMON <>` has a name and no address.
     let daemon_name = from_local.as_deref().is_none_or(str::is_empty)
-        && from_name.as_deref().is_some_and(|n| DAEMONS.contains(&n));
+        && from_name.as_deref().is_some_and(|n| DAEMON_NAMES.contains(&n));
     let null_return_path = top
         .iter()
         .any(|h| h.name.as_str().eq_ignore_ascii_case("Return-Path"))
