@@ -15,5 +15,7 @@ mod hardening;
 mod journey;
 mod operator;
 mod preview;
+mod protocol;
+mod pushback;
 mod send;
 mod support_selftest;
