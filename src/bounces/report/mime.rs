@@ -156,7 +156,7 @@ pub(crate) fn status_fields_recipients(text: &str) -> (Vec<BounceRecipient>, boo
             .to_ascii_lowercase();
         let diagnostic = get("diagnostic-code")
             .map(|d| collapse_reply(strip_type(d)))
-            .map(|d| one_line(&d, MAX_DIAGNOSTIC_CHARS))
+            .map(|d| one_line_within(&d, MAX_DIAGNOSTIC_CHARS))
             .unwrap_or_default();
         let status = get("status")
             .and_then(find_enhanced_status)

@@ -14,22 +14,22 @@
 mod address;
 mod auto_reply;
 mod headers;
+mod layouts;
 mod mime;
 mod status;
-mod text;
 
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::{Header, HeaderValue, Message, MessageParser, MessagePart, PartType};
 use sha2::{Digest, Sha256};
 
 use crate::journal::Class;
-use crate::render::hex;
+use crate::text::{hex, one_line_within};
 use address::*;
 use auto_reply::*;
 use headers::*;
+use layouts::*;
 use mime::*;
 use status::*;
-use text::*;
 
 /// What kind of message a [`Report`] was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +133,7 @@ pub fn parse(raw: &[u8]) -> Report {
         .into_iter()
         .next()
         .unwrap_or_else(sha_id);
-    let subject = one_line(header_text(top, "Subject").unwrap_or(""), MAX_SUBJECT_CHARS);
+    let subject = one_line_within(header_text(top, "Subject").unwrap_or(""), MAX_SUBJECT_CHARS);
 
     let parts = Parts::collect(&message);
     let body = parts.body_text();
@@ -223,34 +223,6 @@ fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| parser.parse_headers(raw))
         .ok()
         .flatten()
-}
-
-/// The text on one line: control characters and runs of white space become one space,
-/// cut to `max` characters.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut count = 0;
-    let mut pending_space = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c.is_control() {
-            pending_space = !out.is_empty();
-            continue;
-        }
-        if pending_space {
-            if count + 1 >= max {
-                break;
-            }
-            out.push(' ');
-            count += 1;
-            pending_space = false;
-        }
-        if count >= max {
-            break;
-        }
-        out.push(c);
-        count += 1;
-    }
-    out
 }
 
 /// Keeps the first report of each address.
@@ -575,8 +547,8 @@ mod tests {
         assert!(d.starts_with("550 first second third xxx"), "{d}");
         assert_eq!(d.chars().count(), MAX_DIAGNOSTIC_CHARS);
         assert!(!d.contains(['\r', '\n', '\t']));
-        assert_eq!(one_line("  a \r\n b\u{0}c  ", 500), "a b c");
-        assert_eq!(one_line("abc def", 4), "abc");
+        assert_eq!(one_line_within("  a \r\n b\u{0}c  ", 500), "a b c");
+        assert_eq!(one_line_within("abc def", 4), "abc");
     }
 
     #[test]
@@ -871,7 +843,7 @@ mod tests {
                 proptest::prop_assert!(!r.email.is_empty());
             }
             let text = String::from_utf8_lossy(&raw);
-            text::every_layout(&text, &report.subject);
+            layouts::every_layout(&text, &report.subject);
         }
     }
 }

@@ -188,7 +188,7 @@ pub(crate) fn text_recipient(
     diagnostic: &str,
     words: Words,
 ) -> Option<BounceRecipient> {
-    let diagnostic = one_line(&collapse_reply(diagnostic), MAX_DIAGNOSTIC_CHARS);
+    let diagnostic = one_line_within(&collapse_reply(diagnostic), MAX_DIAGNOSTIC_CHARS);
     let words = words.or(Words::of(&diagnostic.to_lowercase()));
     let status = derive_status(&diagnostic).unwrap_or_else(|| {
         let class = if words.delay && !words.final_ {

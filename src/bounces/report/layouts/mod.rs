@@ -215,12 +215,12 @@ pub(crate) fn from_daemon(top: &[Header<'_>]) -> bool {
         }
         _ => (None, None),
     };
-    let daemon_from = from_local
-        .as_deref()
-        .is_some_and(|l| DAEMONS.contains(&l));
+    let daemon_from = from_local.as_deref().is_some_and(|l| DAEMONS.contains(&l));
     // `From: MAILER-DAEMON <>` has a name and no address.
     let daemon_name = from_local.as_deref().is_none_or(str::is_empty)
-        && from_name.as_deref().is_some_and(|n| DAEMON_NAMES.contains(&n));
+        && from_name
+            .as_deref()
+            .is_some_and(|n| DAEMON_NAMES.contains(&n));
     let null_return_path = top
         .iter()
         .any(|h| h.name.as_str().eq_ignore_ascii_case("Return-Path"))
