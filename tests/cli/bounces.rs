@@ -132,13 +132,23 @@ fn bounced(env: &TestEnv) -> BTreeSet<(String, String, String, String)> {
         .collect()
 }
 
-/// Keys with a permanent bounce booked.
-fn bounced_keys(env: &TestEnv) -> BTreeSet<String> {
+/// Keys with a bounce of this class (`permanent`, `transient`) booked.
+fn keys_booked(env: &TestEnv, class: &str) -> BTreeSet<String> {
     bounced(env)
         .into_iter()
-        .filter(|b| b.1 == "permanent")
+        .filter(|b| b.1 == class)
         .map(|b| b.0)
         .collect()
+}
+
+/// Keys with a permanent bounce booked.
+fn bounced_keys(env: &TestEnv) -> BTreeSet<String> {
+    keys_booked(env, "permanent")
+}
+
+/// Keys with a delay booked.
+fn delayed_keys(env: &TestEnv) -> BTreeSet<String> {
+    keys_booked(env, "transient")
 }
 
 /// `status --json`'s counts.
@@ -350,12 +360,7 @@ fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
         Some(by_status.join(", ").as_str())
     );
     assert_eq!(bounced_keys(&env), permanent);
-    let delays: BTreeSet<String> = bounced(&env)
-        .into_iter()
-        .filter(|b| b.1 == "transient")
-        .map(|b| b.0)
-        .collect();
-    assert_eq!(delays, delayed);
+    assert_eq!(delayed_keys(&env), delayed);
     // Every event names its report, our Message-ID and the status; the journal holds the
     // diagnostic on one line.
     for e in env.events("bounced") {
@@ -488,12 +493,7 @@ fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
         run.all()
     );
     assert_eq!(bounced_keys(&env), permanent, "{}", run.all());
-    let delays: BTreeSet<String> = bounced(&env)
-        .into_iter()
-        .filter(|b| b.1 == "transient")
-        .map(|b| b.0)
-        .collect();
-    assert_eq!(delays, delayed);
+    assert_eq!(delayed_keys(&env), delayed);
     let states = env.latest();
     for (key, email) in &rows {
         let expected = if permanent.contains(key) {
