@@ -477,15 +477,15 @@ fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
             }
         }
     }
-    assert_eq!(permanent.len(), 21);
-    assert_eq!(delayed.len(), 3);
+    assert_eq!(permanent.len(), 22);
+    assert_eq!(delayed.len(), 4);
 
     let run = env.run(&["bounces", "layouts.mbox"]);
     run.expect_code(0);
     let autos = layouts.iter().filter(|e| e.kind == "auto-reply").count();
     assert!(
         summary(&run).starts_with(&format!(
-            "bounces: {} messages read, {} DSNs, 24 matched (21 booked, 3 delays), 0 already booked, 0 unmatched, {autos} auto-replies, 1 other mail",
+            "bounces: {} messages read, {} DSNs, 26 matched (22 booked, 4 delays), 0 already booked, 0 unmatched, {autos} auto-replies, 1 other mail",
             layouts.len(),
             layouts.iter().filter(|e| e.kind == "dsn").count(),
         )),
@@ -503,7 +503,7 @@ fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
         };
         assert_eq!(states[key], expected, "{email}");
     }
-    assert_eq!(counts(&env)["bounced"], 21);
+    assert_eq!(counts(&env)["bounced"], 22);
 }
 
 #[test]
