@@ -4,12 +4,17 @@
 //! may still refuse it hours later and mail a bounce back to our sender address. Until such
 //! a bounce is booked in the journal, the recipient counts as `sent` although they were never
 //! told about the breach. This module turns one raw message from the bounce mailbox into a
-//! [`Report`]: whether it is a bounce at all (RFC 3464 reports as well as the common
-//! non-standard texts of qmail, Exim, Gmail and Exchange), which addresses failed with which
-//! status and diagnostic, whether that failure is permanent, and the Message-ID of our
-//! original notice, which our deterministic IDs let the caller match exactly. Auto-replies
-//! are recognized so they can be counted and set aside. Parsing is best-effort and total:
-//! any bytes give a report, never a panic.
+//! [`Report`]: whether it is a bounce at all (RFC 3464 reports as well as the text layouts
+//! of the common servers), which addresses failed with which status and diagnostic, whether
+//! that failure is final (the report's own words first, then the status digit), and the
+//! Message-ID of our original notice, which our deterministic IDs let the caller match
+//! exactly. Auto-replies and feedback reports are recognized so they can be counted and set
+//! aside. Parsing is best-effort and total: any bytes give a report, never a panic.
+//!
+//! The parts, as the old single file's sections were: [`headers`] (header fields and
+//! Message-IDs), [`mime`] (the MIME parts and RFC 3464's per-recipient fields), [`status`]
+//! (status codes and the verdict), [`layouts`] (text layouts, one file per server family),
+//! [`auto_reply`], [`address`].
 
 mod address;
 mod auto_reply;
