@@ -369,7 +369,7 @@ impl Mailbox {
     }
 
     /// Every message of the folder, in UID order, flags untouched, handed to `each` with
-    /// its label batch by batch as it arrives ([`FETCH_BATCH`] at a time), so that memory
+    /// its label batch by batch as it arrives (`FETCH_BATCH` at a time), so that memory
     /// holds one batch, not the folder. Returns how many there were.
     pub async fn fetch_each(
         &mut self,

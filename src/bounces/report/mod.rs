@@ -11,10 +11,10 @@
 //! exactly. Auto-replies and feedback reports are recognized so they can be counted and set
 //! aside. Parsing is best-effort and total: any bytes give a report, never a panic.
 //!
-//! The parts, as the old single file's sections were: [`headers`] (header fields and
-//! Message-IDs), [`mime`] (the MIME parts and RFC 3464's per-recipient fields), [`status`]
-//! (status codes and the verdict), [`layouts`] (text layouts, one file per server family),
-//! [`auto_reply`], [`address`].
+//! The parts, as the old single file's sections were: `headers` (header fields and
+//! Message-IDs), `mime` (the MIME parts and RFC 3464's per-recipient fields), `status`
+//! (status codes and the verdict), `layouts` (text layouts, one file per server family),
+//! `auto_reply`, `address`.
 
 mod address;
 mod auto_reply;
