@@ -3,7 +3,7 @@
 //! a blank line (or, when the address stands alone, the next paragraph). qmail writes it
 //! ("Hi. This is the qmail-send program ..."), and so do Postfix's human-readable part
 //! (`<addr>: host mx[ip] said: 550 ...`, continued indented), Yahoo and AOL ("Sorry, we
-//! were unable to deliver your message to the following address. / <addr>: / Remote host
+//! were unable to deliver your message to the following address. / `<addr>:` / Remote host
 //! said: 550 ..."), GMX (`"addr":` under Exim's wording) and OpenSMTPD (`addr: 550 ...`).
 
 use super::*;

@@ -4,7 +4,7 @@
 //! - Progress IMail: `Unknown user: addr` or `undeliverable to addr`, the remote answer
 //!   under "Body of message generated response:".
 //! - Reports such as `From: MAILER-DAEMON <>` with "There was an error delivering your
-//!   mail to <addr>." and Amazon SES's "An error occurred while trying to deliver the mail
+//!   mail to `<addr>`." and Amazon SES's "An error occurred while trying to deliver the mail
 //!   to the following recipients:" with the addresses below.
 
 use super::*;
