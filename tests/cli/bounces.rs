@@ -976,3 +976,61 @@ fn imap_books_as_files_do_and_moves_only_processed_reports() {
         run.all()
     );
 }
+
+/// A folder larger than one fetch batch (100): the messages come and are booked batch by
+/// batch, none lost or read twice at the batch edges, the UIDs of every batch moved.
+#[test]
+fn imap_reads_a_folder_larger_than_one_fetch_batch() {
+    let Some(dovecot) = Dovecot::shared() else {
+        return;
+    };
+    let (env, _server, ids) = sent_example();
+    let user = dovecot.fresh_user();
+    // Reports at the first message, on both sides of each batch edge, and the last.
+    let reports: BTreeMap<usize, (&str, &str)> = [
+        (1, ("1006", "jons.akesson@example.se")),
+        (100, ("1008", "goran.arlig@example.se")),
+        (101, ("1010", "osten.blom@example.com")),
+        (200, ("1007", "anna-lena.ek@example.com")),
+        (201, ("1009", "liselott.frojd@example.org")),
+        (250, ("1011", "eva.strom-dahl@example.se")),
+    ]
+    .into_iter()
+    .collect();
+    for n in 1..=250usize {
+        let raw = match reports.get(&n) {
+            Some((key, email)) => {
+                assert_eq!(ids[*key].0, *email, "the example CSV's address for {key}");
+                dsn(
+                    &format!("<b{n}@mx.example.net>"),
+                    email,
+                    "5.1.1",
+                    Some(&ids[*key].1),
+                )
+            }
+            None => unrelated(&format!("<u{n}@example.se>")),
+        };
+        dovecot.deliver(
+            &user,
+            &format!("{}.M{n}P1.test", 1_000_000_000 + n),
+            raw.as_bytes(),
+        );
+    }
+    imap_config(&env, dovecot, &user, "tls", dovecot.imaps_port());
+    let run = env.run_env(
+        &["bounces", "--imap", "--move-to", "Processed"],
+        &[(IMAP_VAR, dovecot::PASSWORD)],
+    );
+    run.expect_code(0);
+    assert!(
+        summary(&run).starts_with(
+            "bounces: 250 messages read, 6 DSNs, 6 matched (6 booked, 0 delays), 0 already booked, 0 unmatched, 0 auto-replies, 244 other mail"
+        ),
+        "{}",
+        run.all()
+    );
+    let keys: BTreeSet<String> = reports.values().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(bounced_keys(&env), keys);
+    assert_eq!(dovecot.messages(&user, Some("Processed")).len(), 6);
+    assert_eq!(dovecot.messages(&user, None).len(), 244);
+}
