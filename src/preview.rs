@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit_codes::ExitCode;
 use crate::mailing::Mailing;
 use crate::output::Output;
-use crate::recipients::{FieldValue, Recipient, file_stem};
+use crate::recipients::{FieldValue, Recipient};
 use crate::render::Rendered;
 use crate::{Fail, ResultExt, private};
 
@@ -30,24 +30,22 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     prepare_dir(&dir).input()?;
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut index = Index::create(&dir, &mailing).input()?;
-    let mut written = 0u64;
-    let date = std::time::SystemTime::now();
-    let pre = mailing.preflight(limit, |recipient, rendered| {
-        let Some(rendered) = rendered else {
+    let mut written = std::collections::HashSet::new();
+    let pre = mailing.preflight(limit, |recipient, prepared| {
+        let Some(prepared) = prepared else {
             return Ok(());
         };
-        let id = crate::message::message_id(
-            &mailing.config.campaign,
-            &recipient.key,
-            &mailing.config.sender.domain,
-        );
-        let built = crate::message::build(&mailing.config, recipient, rendered, &id, None, date)?;
-        let name = format!("{}.eml", file_stem(&recipient.key, &recipient.name));
-        private::write_file(&dir.join(&name), &built.bytes)?;
-        index.add(recipient, rendered, &name)?;
-        written += 1;
+        if !written.insert(prepared.file_name.clone()) {
+            anyhow::bail!(
+                "two keys would share the file {}: nothing more is written",
+                prepared.file_name
+            );
+        }
+        private::write_file(&dir.join(&prepared.file_name), &prepared.bytes)?;
+        index.add(recipient, &prepared.rendered, &prepared.file_name)?;
         Ok(())
     })?;
+    let written = written.len();
     let warnings: Vec<String> = pre.scan.warnings.iter().map(|w| w.to_string()).collect();
     let errors = pre.error_lines();
     index.finish(&warnings, &errors).input()?;

@@ -345,3 +345,116 @@ fn header_injection_through_the_csv_never_makes_a_header() {
     let msg = MessageParser::default().parse(&bytes).expect("parses");
     assert!(msg.bcc().is_none());
 }
+
+/// Every `.eml` in preview/: its file name and the address in its To.
+fn written_to(env: &TestEnv) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(env.path("preview")).expect("preview/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("eml");
+        let msg = MessageParser::default().parse(&bytes).expect("parses");
+        let to = msg
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .expect("To")
+            .to_string();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        out.push((name, to));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn keys_that_differ_only_in_punctuation_get_a_file_each() {
+    // The default key is the address: these three once shared one file.
+    let env = TestEnv::example();
+    env.unset("recipients", "key_column");
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,personnummer,address,affected,confirmed\n\
+         1,Anna Ek,anna.ek@example.se,1,x,namn,ja\n\
+         2,Anna Ek,anna_ek@example.se,1,x,namn|adress,ja\n\
+         3,Anna Ek,anna+ek@example.se,1,x,namn,nej\n",
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("rendered 3, written 3 "),
+        "{}",
+        run.all()
+    );
+    let files = written_to(&env);
+    let mut addresses: Vec<&str> = files.iter().map(|(_, to)| to.as_str()).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        [
+            "anna+ek@example.se",
+            "anna.ek@example.se",
+            "anna_ek@example.se"
+        ],
+        "{files:?}"
+    );
+    // The index links each customer to their own letter.
+    let entries = index_entries(&env);
+    assert_eq!(entries.len(), 3);
+    for e in &entries {
+        let file = e["file"].as_str().expect("file");
+        let to = &files
+            .iter()
+            .find(|(name, _)| name == file)
+            .expect("linked file")
+            .1;
+        assert_eq!(Some(to.as_str()), e["email"].as_str(), "{file}");
+    }
+}
+
+#[test]
+fn hostile_and_long_keys_stay_inside_the_folder() {
+    let env = TestEnv::example();
+    let long = "k".repeat(3000);
+    env.write(
+        "recipients.example.csv",
+        format!(
+            "customer_id,name,email,personnummer,address,affected,confirmed\n\
+             ../../escaped,A,a@example.se,1,x,namn,ja\n\
+             a/b/c,B,b@example.se,1,x,namn,ja\n\
+             ..,C,c@example.se,1,x,namn,ja\n\
+             /etc/passwd,D,d@example.se,1,x,namn,ja\n\
+             {long},E,e@example.se,1,x,namn,ja\n\
+             {long}x,F,f@example.se,1,x,namn,ja\n"
+        ),
+    );
+    let before: Vec<_> = std::fs::read_dir(env.root()).expect("root").collect();
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("written 6 "), "{}", run.all());
+    let files = written_to(&env);
+    assert_eq!(files.len(), 6, "{files:?}");
+    for (name, _) in &files {
+        assert!(name.len() <= 120, "{name}");
+    }
+    // Nothing appeared beside the preview folder, nor above the test's folder.
+    let after: Vec<_> = std::fs::read_dir(env.root()).expect("root").collect();
+    assert_eq!(before.len() + 1, after.len(), "only preview/ is new");
+    assert!(
+        !env.root()
+            .parent()
+            .expect("parent")
+            .join("escaped.eml")
+            .exists()
+    );
+    let entries = index_entries(&env);
+    let linked: std::collections::HashSet<&str> =
+        entries.iter().filter_map(|e| e["file"].as_str()).collect();
+    assert_eq!(linked.len(), 6);
+}
