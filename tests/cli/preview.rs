@@ -7,13 +7,51 @@ use mail_parser::MessageParser;
 
 use crate::support::testenv::TestEnv;
 
-/// The entries of preview/index.html's embedded JSON.
+/// The text between `start` and the next `end` after it.
+fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page.find(start).unwrap_or_else(|| panic!("no {start:?}")) + start.len();
+    let to = from
+        + page[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("no {end:?}"));
+    &page[from..to]
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The recipients of preview/index.html (its JSON rows), each with what its message page
+/// `vN.html` shows: key, name, email, line, and file, subject, text and html.
 fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
-    let needle = "<script id=\"data\" type=\"application/json\">";
-    let start = html.find(needle).expect("data script") + needle.len();
-    let end = start + html[start..].find("</script>").expect("end of data");
-    serde_json::from_str(&html[start..end].replace("\\u003c", "<")).expect("index JSON")
+    let rows = cut(
+        &html,
+        "<script id=\"rows\" type=\"application/json\">",
+        "</script>",
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&rows.replace("\\u003c", "<")).expect("index JSON");
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let view = env.path(&format!("preview/v{i}.html"));
+        if !view.exists() {
+            continue;
+        }
+        let page = std::fs::read_to_string(view).expect("message page");
+        out.push(serde_json::json!({
+            "key": row[0], "name": row[1], "email": row[2], "line": row[3],
+            "file": unescape(cut(&page, "<b>Fil:</b> ", " · ")),
+            "subject": unescape(cut(&page, "<title>", "</title>")),
+            "text": unescape(cut(&page, "<pre id=\"text\">", "</pre>")),
+            "html": unescape(cut(&page, "srcdoc=\"", "\"")),
+        }));
+    }
+    out
 }
 
 #[test]
@@ -166,7 +204,28 @@ fn limit_writes_first_n_but_validates_all() {
         "{}",
         run.stdout
     );
-    assert_eq!(index_entries(&env).len(), 2);
+    // The page lists every valid row; two have their own message, the others are shown
+    // by their variant's example, which has no .eml.
+    let html = env.read("preview/index.html");
+    let rows = cut(
+        &html,
+        "<script id=\"rows\" type=\"application/json\">",
+        "</script>",
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(rows).expect("rows");
+    assert_eq!(rows.len(), 12);
+    let entries = index_entries(&env);
+    let own: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| {
+            env.path("preview")
+                .join(e["file"].as_str().expect("file"))
+                .is_file()
+        })
+        .collect();
+    assert_eq!(own.len(), 2, "{entries:?}");
+    assert_eq!(own[0]["key"], "1001");
+    assert_eq!(own[1]["key"], "1002");
     let emls = std::fs::read_dir(env.path("preview"))
         .expect("dir")
         .filter(|e| {
