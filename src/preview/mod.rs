@@ -319,3 +319,66 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     }
     private::write_file(&dir.join(MARKER), b"written by utskick preview\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipients::{Diagnostic, Severity};
+
+    fn variant(count: u64, confirmed: &str) -> variants::Variant {
+        variants::Variant {
+            values: vec![("confirmed".into(), confirmed.into())],
+            language: "sv",
+            count,
+            example: Some(0),
+            subject: String::new(),
+            group: 0,
+        }
+    }
+
+    #[test]
+    fn notes_lead_to_rows_and_rare_variants() {
+        let mut pre = crate::mailing::Preflight::default();
+        pre.scan.warnings.push(Diagnostic {
+            file: "r.csv".into(),
+            line: 7,
+            column: Some("email".into()),
+            message: "shared".into(),
+            severity: Severity::Warning,
+        });
+        let list = [variant(30, "ja"), variant(1, ""), variant(1, "nej")];
+        let found = notes(&pre, &list, 3, 32);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(
+            (found[0].line, found[0].column.as_deref()),
+            (Some(7), Some("email"))
+        );
+        assert_eq!(found[1].variant, Some(1));
+        assert!(
+            found[1].text.contains("variant #2 (confirmed: (tomt))"),
+            "{}",
+            found[1].text
+        );
+        assert_eq!(found[2].variant, Some(2));
+        // A small mailing has nothing unusual about a variant of one.
+        assert_eq!(notes_of(&list, 3, 12), 0);
+        // Too many groups: said once.
+        let many: Vec<variants::Variant> = (0..30).map(|_| variant(1, "x")).collect();
+        let n = notes(
+            &crate::mailing::Preflight::default(),
+            &many,
+            MAX_EXAMPLES + 1,
+            30,
+        );
+        assert!(n[0].text.contains("only the first"), "{}", n[0].text);
+        assert_eq!(
+            n.len(),
+            1 + RARE_NOTES + 1,
+            "capped, with a line for the rest"
+        );
+    }
+
+    fn notes_of(list: &[variants::Variant], groups: usize, rows: u64) -> usize {
+        notes(&crate::mailing::Preflight::default(), list, groups, rows).len()
+    }
+}

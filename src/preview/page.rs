@@ -29,9 +29,11 @@ pub struct Index {
     path: PathBuf,
     rows: u64,
     /// Distinct category texts (the list columns' values), so that each row holds a number.
-    cats: std::collections::HashMap<String, u32>,
+    cats: ahash::AHashMap<String, u32>,
     cat_list: Vec<String>,
-    line: String,
+    /// Reused for every row: its categories, and its JSON.
+    cat: String,
+    line: Vec<u8>,
 }
 
 /// What the page says besides the rows.
@@ -94,9 +96,10 @@ impl Index {
             file: BufWriter::with_capacity(1 << 16, file),
             path,
             rows: 0,
-            cats: std::collections::HashMap::new(),
+            cats: ahash::AHashMap::new(),
             cat_list: Vec::new(),
-            line: String::new(),
+            cat: String::new(),
+            line: Vec::new(),
         };
         let head = HEAD
             .replace("{{TITLE}}", &html_escape(title))
@@ -108,25 +111,32 @@ impl Index {
         Ok(index)
     }
 
-    /// Adds a recipient in group `group`; returns its row number.
+    /// Adds a recipient in group `group`; returns its row number. Runs for every row,
+    /// so the buffers are reused and a category text seen before is not copied.
     pub fn add(&mut self, r: &Recipient, group: usize) -> Result<u64> {
-        let cats = categories(r);
-        let next = self.cat_list.len() as u32;
-        let cat = *self.cats.entry(cats).or_insert_with_key(|c| {
-            self.cat_list.push(c.clone());
-            next
-        });
+        categories(r, &mut self.cat);
+        let cat = match self.cats.get(self.cat.as_str()) {
+            Some(&c) => c,
+            None => {
+                let c = self.cat_list.len() as u32;
+                self.cats.insert(self.cat.clone(), c);
+                self.cat_list.push(self.cat.clone());
+                c
+            }
+        };
         self.line.clear();
         if self.rows > 0 {
-            self.line.push_str(",\n");
+            self.line.extend_from_slice(b",\n");
         }
         let row = (&r.key, &r.name, &r.email, r.line, group, cat);
-        self.line
-            .push_str(&serde_json::to_string(&row).context("cannot write the index")?);
-        let safe = script_safe(&self.line);
-        self.file
-            .write_all(safe.as_bytes())
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        serde_json::to_writer(&mut self.line, &row).context("cannot write the index")?;
+        let written = if memchr::memchr(b'<', &self.line).is_some() {
+            let text = String::from_utf8_lossy(&self.line);
+            self.file.write_all(script_safe(&text).as_bytes())
+        } else {
+            self.file.write_all(&self.line)
+        };
+        written.with_context(|| format!("cannot write {}", self.path.display()))?;
         self.rows += 1;
         Ok(self.rows - 1)
     }
@@ -146,18 +156,22 @@ impl Index {
     }
 }
 
-/// The list columns' values, as the page shows and searches them.
-fn categories(r: &Recipient) -> String {
-    let mut out = String::new();
+/// The list columns' values, as the page shows and searches them, into `out`.
+fn categories(r: &Recipient, out: &mut String) {
+    out.clear();
     for (_, v) in &r.fields {
         if let FieldValue::List(items) = v {
             if !out.is_empty() {
                 out.push_str("; ");
             }
-            out.push_str(&items.join(", "));
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(item);
+            }
         }
     }
-    out
 }
 
 /// Writes `DIR/vROW.html`: one message as the customer sees it, HTML beside text;
@@ -268,6 +282,8 @@ mod tests {
                 ("kanal".into(), FieldValue::List(vec!["sms".into()])),
             ],
         };
-        assert_eq!(categories(&r), "namn, bank; sms");
+        let mut out = String::from("old");
+        categories(&r, &mut out);
+        assert_eq!(out, "namn, bank; sms");
     }
 }

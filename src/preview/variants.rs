@@ -62,7 +62,7 @@ pub struct Variants {
     branching: Option<Vec<String>>,
     /// The identity columns (never part of a group's values).
     identity: Vec<String>,
-    index: HashMap<String, usize>,
+    index: ahash::AHashMap<String, usize>,
     /// The groups, in order of their first row.
     pub groups: Vec<Group>,
     key: String,
@@ -81,7 +81,7 @@ impl Variants {
         Variants {
             branching,
             identity,
-            index: HashMap::new(),
+            index: ahash::AHashMap::new(),
             groups: Vec::new(),
             key: String::new(),
         }
@@ -93,43 +93,41 @@ impl Variants {
         self.branching.as_deref()
     }
 
-    /// The group of a row, and whether it is new (it then wants an example).
+    /// The group of a row, and whether it is new (it then wants an example). Runs for
+    /// every row on the thread that takes rows in CSV order: one key built in a reused
+    /// buffer and one lookup, no allocation for a group already seen.
     pub fn group_of(&mut self, r: &Recipient, language: &'static str) -> (usize, bool) {
-        self.key.clear();
-        self.key.push_str(language);
-        let fields: Vec<&(String, FieldValue)> = match &self.branching {
-            Some(columns) => columns
-                .iter()
-                .filter_map(|c| r.fields.iter().find(|(k, _)| k == c))
-                .collect(),
-            None => r
-                .fields
-                .iter()
-                .filter(|(k, _)| !self.identity.contains(k))
-                .collect(),
-        };
-        for (column, value) in &fields {
-            self.key.push('\u{1f}');
-            self.key.push_str(column);
-            self.key.push('\u{1e}');
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.push_str(language);
+        self.each_value(r, |column, value| {
+            key.push('\u{1f}');
+            key.push_str(column);
+            key.push('\u{1e}');
             match value {
-                FieldValue::Text(t) => self.key.push_str(t),
+                FieldValue::Text(t) => key.push_str(t),
                 FieldValue::List(items) => {
                     for item in items {
-                        self.key.push_str(item);
-                        self.key.push('\u{1d}');
+                        key.push_str(item);
+                        key.push('\u{1d}');
                     }
                 }
             }
-        }
-        if let Some(&g) = self.index.get(&self.key) {
+        });
+        if let Some(&g) = self.index.get(key.as_str()) {
             self.groups[g].count += 1;
+            self.key = key;
             return (g, false);
         }
         let g = self.groups.len();
-        self.index.insert(self.key.clone(), g);
+        self.index.insert(key.clone(), g);
+        self.key = key;
+        let mut values = Vec::new();
+        self.each_value(r, |column, value| {
+            values.push((column.to_string(), shown(value)))
+        });
         self.groups.push(Group {
-            values: fields.iter().map(|(c, v)| (c.clone(), shown(v))).collect(),
+            values,
             language,
             count: 1,
             example: None,
@@ -137,6 +135,26 @@ impl Variants {
             masked: None,
         });
         (g, true)
+    }
+
+    /// Calls `f` on each (column, value) of the row that sets groups apart.
+    fn each_value(&self, r: &Recipient, mut f: impl FnMut(&str, &FieldValue)) {
+        match &self.branching {
+            Some(columns) => {
+                for c in columns {
+                    if let Some((k, v)) = r.fields.iter().find(|(k, _)| k == c) {
+                        f(k, v);
+                    }
+                }
+            }
+            None => {
+                for (k, v) in &r.fields {
+                    if !self.identity.contains(k) {
+                        f(k, v);
+                    }
+                }
+            }
+        }
     }
 
     /// Records the example of group `g`: row `row`, whose message is `prepared`.
