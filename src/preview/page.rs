@@ -221,10 +221,10 @@ pub fn write_view(
 const VIEW_STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f4f5f7}\
 .meta{display:flex;flex-wrap:wrap;gap:.2em 1.4em;padding:.45em .8em;background:#fff;border-bottom:1px solid #d5d8dd;font-size:.92em}\
 .meta b{color:#555b65;font-weight:600}\
-.two{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:.6em;padding:.6em}\
+.two{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,min(80ch,56%));gap:.6em;padding:.6em}\
 h2{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#555b65;margin:0 0 .3em}\
 iframe,pre{display:block;width:100%;box-sizing:border-box;height:calc(100vh - 5.5em);min-height:24em;border:1px solid #d5d8dd;border-radius:4px;background:#fff;margin:0}\
-pre{white-space:pre-wrap;padding:.8em 1em;overflow:auto;font:12.5px/1.45 ui-monospace,\"DejaVu Sans Mono\",monospace}\
+pre{white-space:pre;padding:.8em 1em;overflow:auto;font:11px/1.45 ui-monospace,\"DejaVu Sans Mono\",monospace}\
 @media (max-width:640px){.two{grid-template-columns:1fr}iframe,pre{height:70vh}}";
 
 /// JSON inside `<script>`: `<` escaped so no `</script>` or `<!--` can end it.

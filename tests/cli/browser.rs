@@ -811,6 +811,8 @@ fn preview_page_screenshot() {
                 &format!("--screenshot={}", shot.display()),
                 &format!("--window-size={width},{height}"),
                 "--hide-scrollbars",
+                // Time for the message's frames to paint on a loaded machine.
+                "--virtual-time-budget=5000",
             ],
             &format!("{url}{fragment}"),
         );
