@@ -517,3 +517,69 @@ fn hostile_and_long_keys_stay_inside_the_folder() {
         entries.iter().filter_map(|e| e["file"].as_str()).collect();
     assert_eq!(linked.len(), 6);
 }
+
+#[test]
+fn keys_that_differ_only_in_punctuation_get_an_archive_file_each() {
+    // The archive names its files as preview does: one file per key, each holding that
+    // customer's own message exactly as the relay received it.
+    let server = crate::support::smtp_server::SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.set("journal", "archive", "\"sent\"");
+    env.unset("recipients", "key_column");
+    let addresses = [
+        "anna.ek@example.se",
+        "anna_ek@example.se",
+        "anna+ek@example.se",
+    ];
+    env.write(
+        "recipients.example.csv",
+        format!(
+            "customer_id,name,email,personnummer,address,affected,confirmed\n\
+             1,Anna Ek,{},1,x,namn,ja\n2,Anna Ek,{},1,x,namn,ja\n3,Anna Ek,{},1,x,namn,ja\n",
+            addresses[0], addresses[1], addresses[2]
+        ),
+    );
+    env.run(&["send", "--yes"]).expect_code(0);
+    let received = server.wait_for_received(3, std::time::Duration::from_secs(5));
+    assert_eq!(received.len(), 3);
+    let mut archived: Vec<(String, Vec<u8>)> = std::fs::read_dir(env.path("sent"))
+        .expect("archive")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&path).expect("archived"))
+        })
+        .collect();
+    archived.sort();
+    assert_eq!(
+        archived.len(),
+        3,
+        "{:?}",
+        archived.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    let mut to: Vec<String> = Vec::new();
+    for (name, bytes) in &archived {
+        let msg = MessageParser::default().parse(bytes).expect("parses");
+        let addr = msg
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .expect("To")
+            .to_string();
+        let got = received
+            .iter()
+            .find(|r| r.rcpt_to.iter().any(|t| t.eq_ignore_ascii_case(&addr)))
+            .unwrap_or_else(|| panic!("{name}: the relay got nothing for {addr}"));
+        assert!(got.data == *bytes, "{name}: not the bytes the relay got");
+        to.push(addr);
+    }
+    to.sort();
+    let mut want: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    want.sort();
+    assert_eq!(to, want);
+}
