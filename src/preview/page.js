@@ -9,14 +9,19 @@ function el(tag,cls,text){var e=document.createElement(tag);if(cls)e.className=c
 var search=$('search'),list=$('list'),spacer=$('spacer'),body=document.body;
 var matches=null,cur=-1,shownRow=-1,rowH=1,drawn={},filt=null;
 $('summary').textContent=N+' mottagare · '+M.variants.length+' varianter · '+M.written+' meddelanden skrivna';
-// Warnings and errors on top, each leading to its rows.
-var notes=$('notes');
-M.notes.forEach(function(n){var b=el(n.kind==='err'?'div':'button','note '+n.kind,n.text);
-if(n.kind!=='err')b.addEventListener('click',function(){noteFilter(n);});notes.appendChild(b);});
+// Warnings and errors on top, each leading to its rows (found through a map of CSV lines:
+// a list with thousands of shared addresses must not cost thousands of passes).
+var notes=$('notes'),byLine=new Map(),SHOWN_NOTES=30;
+for(var i2=0;i2<N;i2++)byLine.set(R[i2][3],i2);
+function leads(n){return n.kind!=='err'&&((n.variant!==undefined&&n.variant!==null)||(n.line!==null&&byLine.has(n.line)));}
+function noteEl(n){var b=el(leads(n)?'button':'div','note '+n.kind,n.text);if(leads(n))b.addEventListener('click',function(){noteFilter(n);});return b;}
+M.notes.slice(0,SHOWN_NOTES).forEach(function(n){notes.appendChild(noteEl(n));});
+if(M.notes.length>SHOWN_NOTES){var more=el('button','note warn','Visa alla '+M.notes.length+' varningar och fel');
+more.addEventListener('click',function(){notes.removeChild(more);M.notes.slice(SHOWN_NOTES).forEach(function(n){notes.appendChild(noteEl(n));});});notes.appendChild(more);}
 function rowsOfNote(n){var out=[];if(n.variant!==undefined&&n.variant!==null){for(var i=0;i<N;i++)if(V[i]===n.variant)out.push(i);return out;}
-var email=null;for(var i=0;i<N;i++)if(R[i][3]===n.line){out.push(i);if(n.column===M.email_column)email=R[i][2];}
-if(email!==null)for(var j=0;j<N;j++)if(R[j][2]===email&&out.indexOf(j)<0)out.push(j);
-return out.sort(function(a,b){return a-b;});}
+var at=byLine.get(n.line);if(at===undefined)return out;
+if(n.column!==M.email_column)return [at];
+var email=R[at][2];for(var j=0;j<N;j++)if(R[j][2]===email)out.push(j);return out;}
 function noteFilter(n){filt={label:n.text,rows:rowsOfNote(n)};search.value='';refresh(true);}
 // The variants.
 var vrows=$('vrows'),vtrs=[];
@@ -65,7 +70,7 @@ $('msg').src=src||'about:blank';if(!src)meta.appendChild(el('div','ex','Inget ex
 function clear(){shownRow=-1;var meta=$('meta');meta.textContent='';meta.appendChild(el('div','none','Ingen mottagare matchar sökningen.'));$('msg').src='about:blank';}
 // #q=TEXT searches, #v=N picks a variant, #note=N a warning, #keys=ArrowDown,Enter presses keys.
 function fromHash(){var p=new URLSearchParams(location.hash.slice(1)),any=p.has('q')||p.has('v')||p.has('note');
-if(p.has('v'))variantFilter((+p.get('v'))-1);else if(p.has('note')){var n=M.notes.filter(function(x){return x.kind!=='err';})[+p.get('note')];if(n)noteFilter(n);}
+if(p.has('v'))variantFilter((+p.get('v'))-1);else if(p.has('note')){var n=M.notes.filter(leads)[+p.get('note')];if(n)noteFilter(n);}
 if(p.has('q')){search.value=p.get('q');refresh(true);}
 if(p.has('keys')){if(!any&&N)show(0);any=true;p.get('keys').split(',').forEach(function(k){search.dispatchEvent(new KeyboardEvent('keydown',{key:k,bubbles:true,cancelable:true}));});}
 return any;}

@@ -259,7 +259,8 @@ const GENERATED_AFFECTED: [&str; 9] = [
 
 /// A generated mailing of `rows` customers: affected and confirmed vary independently
 /// (confirmed as `ja`, `Ja` or `nej`: the templates read `ja` and `Ja` alike), names and
-/// keys differ on every row. Returns each row's (key, name, affected, confirmed).
+/// keys differ on every row, and every 15th row shares the address of the row before it
+/// (a warning each). Returns each row's (key, name, affected, confirmed).
 fn generated(env: &TestEnv, rows: usize) -> Vec<(String, String, String, String)> {
     let first = [
         "Anna", "Bo", "Cecilia", "Dan", "Eva", "Fredrik", "Göran", "Åsa",
@@ -280,8 +281,13 @@ fn generated(env: &TestEnv, rows: usize) -> Vec<(String, String, String, String)
         let name = format!("{} {}", first[i % first.len()], last[(i / 3) % last.len()]);
         let affected = GENERATED_AFFECTED[(i / 2) % GENERATED_AFFECTED.len()];
         let confirmed = ["ja", "nej", "Ja"][(i / 7) % 3];
+        let mailbox = if i % 15 == 14 {
+            500_000 + i
+        } else {
+            500_001 + i
+        };
         csv.push_str(&format!(
-            "{key},{name},kund{key}@example.se,19800101-0000,Gatan {i},{affected},{confirmed}\n"
+            "{key},{name},kund{mailbox}@example.se,19800101-0000,Gatan {i},{affected},{confirmed}\n"
         ));
         out.push((key, name, affected.to_string(), confirmed.to_string()));
     }
