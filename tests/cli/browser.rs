@@ -327,7 +327,8 @@ fn text_of(html: &str) -> String {
     decode(&out)
 }
 
-fn decode(text: &str) -> String {
+/// HTML entities as the pages write them, decoded (also for the preview tests).
+pub(crate) fn decode(text: &str) -> String {
     text.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")

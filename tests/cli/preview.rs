@@ -17,14 +17,6 @@ fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
     &page[from..to]
 }
 
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
 /// The recipients of preview/index.html (its JSON rows), each with what its message page
 /// `vN.html` shows: key, name, email, line, and file, subject, text and html.
 fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
@@ -45,10 +37,10 @@ fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
         let page = std::fs::read_to_string(view).expect("message page");
         out.push(serde_json::json!({
             "key": row[0], "name": row[1], "email": row[2], "line": row[3],
-            "file": unescape(cut(&page, "<b>Fil:</b> ", " · ")),
-            "subject": unescape(cut(&page, "<title>", "</title>")),
-            "text": unescape(cut(&page, "<pre id=\"text\">", "</pre>")),
-            "html": unescape(cut(&page, "srcdoc=\"", "\"")),
+            "file": crate::browser::decode(cut(&page, "<b>Fil:</b> ", " · ")),
+            "subject": crate::browser::decode(cut(&page, "<title>", "</title>")),
+            "text": crate::browser::decode(cut(&page, "<pre id=\"text\">", "</pre>")),
+            "html": crate::browser::decode(cut(&page, "srcdoc=\"", "\"")),
         }));
     }
     out
