@@ -25,7 +25,6 @@ use crate::journal::{self, Class, Event, Journal, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
 use crate::progress::Progress;
-use crate::recipients::file_stem;
 use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Stage, Verdict};
 
 /// One message to deliver.
@@ -372,7 +371,6 @@ impl Engine {
     /// The job for a recipient this run takes on; None for the others (and for rows whose
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
     fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
-        let config = &self.mailing.config;
         let state = self.journal.state(&recipient.key);
         if !self
             .plan
@@ -381,33 +379,23 @@ impl Engine {
         {
             return None;
         }
-        let rendered = self.mailing.templates.render(recipient).ok()?;
-        let (message_id, to) = match &self.plan.selection {
-            Selection::Test { to } => (
-                message::test_message_id(
-                    &config.campaign,
-                    &recipient.key,
-                    &self.run,
-                    &config.sender.domain,
-                ),
-                Some(to.as_str()),
-            ),
-            _ => (
-                message::message_id(&config.campaign, &recipient.key, &config.sender.domain),
-                None,
-            ),
+        let test_to = match &self.plan.selection {
+            Selection::Test { to } => Some(to.parse::<Address>().ok()?),
+            _ => None,
         };
-        let built =
-            message::build(config, recipient, &rendered, &message_id, to, self.date).ok()?;
-        let rcpt = built.rcpt.parse::<Address>().ok()?;
+        let delivery = match &test_to {
+            Some(to) => message::Delivery::Test { to, run: &self.run },
+            None => message::Delivery::Notice,
+        };
+        let prepared = self.mailing.prepare(recipient, delivery, self.date).ok()?;
         Some(Job {
             key: recipient.key.clone(),
-            email: built.rcpt.clone(),
-            rcpt,
-            message_id: built.message_id,
-            wire: Arc::new(relay::Wire::new(&built.bytes)),
-            bytes: Arc::new(built.bytes),
-            archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
+            email: prepared.rcpt.to_string(),
+            rcpt: prepared.rcpt,
+            message_id: prepared.message_id,
+            wire: Arc::new(relay::Wire::new(&prepared.bytes)),
+            bytes: Arc::new(prepared.bytes),
+            archive_name: prepared.file_name,
             attempts: 0,
             failures: 0,
             earlier: self
