@@ -348,7 +348,12 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             Ok(Err(e)) => {
                 let reply = Reply::from_error(&e);
                 return Err(match reply {
-                    Some(r) if r.verdict(Stage::Auth) == Verdict::RelayBusy => {
+                    Some(r)
+                        if matches!(
+                            r.verdict(Stage::Auth),
+                            Verdict::RelayBusy | Verdict::Closing
+                        ) =>
+                    {
                         ConnectError::Busy { relay, reply: r }
                     }
                     Some(r) => ConnectError::Auth {
