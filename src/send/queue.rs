@@ -179,6 +179,8 @@ impl Queue {
             }
             Outcome::Relay { verdict, reason } => match verdict {
                 Verdict::RelayQuota => {
+                    // The relay's daily quota: the long-mailing rules decide between stopping
+                    // here and waiting (`[sending] when_limited`); the job stays deferred.
                     report.stop.get_or_insert(Stop::Quota(reason));
                 }
                 Verdict::Auth => {

@@ -89,6 +89,8 @@ fn a_421_at_the_greeting_pauses_that_connection_and_the_run_goes_on() {
         Event::Greeting if (2..=4).contains(&ctx.connection) => {
             Action::reply("421 4.7.0 Try again later, closing connection.")
         }
+        // Slow messages, so that the run needs more than one connection.
+        Event::EndOfData { .. } => Action::delay(Duration::from_millis(100), Action::Default),
         _ => Action::Default,
     }));
     let env = example(&server);
@@ -276,4 +278,40 @@ fn published_replies_end_to_end() {
         );
         run.expect_code(if want == "sent" { 0 } else { 3 });
     }
+}
+
+#[test]
+fn a_421_at_auth_is_the_relays_not_a_refused_login() {
+    let server = SmtpServer::start(
+        ServerOptions::default()
+            .auth("utskick@example.se", "rätt-lösenord")
+            .require_auth()
+            .on(|e, ctx| match e {
+                Event::Auth { .. } if (2..=3).contains(&ctx.connection) => {
+                    Action::reply("421 4.7.0 Try again later, closing connection.")
+                }
+                Event::EndOfData { .. } => {
+                    Action::delay(Duration::from_millis(100), Action::Default)
+                }
+                _ => Action::Default,
+            }),
+    );
+    let env = example(&server);
+    env.set("smtp", "auth", "\"plain\"");
+    env.set("smtp", "username", "\"utskick@example.se\"");
+    env.set("smtp", "password_env", "\"UTSKICK_SMTP_PASSWORD\"");
+    env.set("sending", "concurrency", "3");
+    let run = env.run_env(
+        &["send", "--yes"],
+        &[("UTSKICK_SMTP_PASSWORD", "rätt-lösenord")],
+    );
+    run.expect_code(0);
+    assert!(!run.all().contains("refused the login"), "{}", run.all());
+    assert!(server.connections() >= 3, "{}", server.connections());
+    assert!(
+        states(&env).values().all(|s| s == "sent"),
+        "{:?}",
+        states(&env)
+    );
+    assert_eq!(server.received().len(), EXAMPLE_ROWS);
 }
