@@ -153,6 +153,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
     let smtp = &mailing.config.smtp;
     match runtime.block_on(relay::connect(&settings)) {
         Ok(conn) => {
+            let met = conn.met().clone();
             runtime.block_on(conn.quit());
             let security = match smtp.security {
                 Security::StartTls => "STARTTLS",
@@ -161,14 +162,21 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             };
             let login = match (&smtp.auth, &smtp.username) {
                 (AuthMethod::None, _) => "no login".to_string(),
-                (_, Some(u)) => format!("logged in as {u}"),
+                (_, Some(u)) => format!("login as {u}"),
                 _ => "logged in".to_string(),
             };
+            // A login proves only that something answers on host and port: who it is, the
+            // operator can tell from the greeting and EHLO name.
             line(
                 out,
                 "relay",
                 true,
-                &format!("{} ({security}, {login})", settings.relay()),
+                &format!(
+                    "{} (greeting: \"{}\", EHLO {}, {security}, {login})",
+                    settings.relay(),
+                    met.greeting,
+                    met.ehlo_name
+                ),
             );
         }
         Err(e) => {

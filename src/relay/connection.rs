@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::greeting;
 use super::reply::clean;
 use super::{Reply, Settings, Stage, Verdict, Wire};
 use crate::config::{AuthMethod, Security};
@@ -50,6 +51,15 @@ pub enum ConnectError {
         /// `host:port`.
         relay: String,
         /// What went wrong.
+        reason: String,
+    },
+    /// The relay does not offer the configured login method (or none at all): no retry
+    /// helps, and nothing was refused.
+    #[error("no login to the relay {relay}: {reason}")]
+    NoLogin {
+        /// `host:port`.
+        relay: String,
+        /// What it offers and what to set.
         reason: String,
     },
     /// The secret for the login could not be had (token_command failed or timed out).
@@ -104,6 +114,18 @@ pub struct Connection {
     last_used: std::time::Instant,
     /// The relay offers PIPELINING: MAIL, RCPT and DATA go out together.
     pipelining: bool,
+    /// Who answered, for `check`.
+    met: Met,
+}
+
+/// Who answered a connection: what `check` shows so that the operator can tell the
+/// company's relay from whatever else listens on that port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Met {
+    /// The greeting's first line without its code, one short line.
+    pub greeting: String,
+    /// The name the relay gives in its EHLO reply.
+    pub ehlo_name: String,
 }
 
 /// A connection idle this long is checked with NOOP before it carries a message, so that a
@@ -178,7 +200,7 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
     };
     let addrs = tokio::net::lookup_host((host, s.port))
         .await
-        .map_err(|e| unreachable(format!("cannot resolve {host}: {e}")))?;
+        .map_err(|e| unreachable(unresolved(host, &e)))?;
     let mut last = None;
     let mut tcp = None;
     for addr in addrs {
@@ -192,8 +214,10 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
     }
     let tcp = tcp.ok_or_else(|| {
         unreachable(match last {
-            Some(e) => e.to_string(),
-            None => format!("{host} resolves to no address"),
+            Some(e) => not_connected(&e),
+            None => format!(
+                "the host name {host} resolves to no address: is [smtp] host spelled right?"
+            ),
         })
     })?;
     let _ = tcp.set_nodelay(true);
@@ -219,9 +243,47 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
     }
 }
 
+/// A host name that does not resolve, with what to check.
+fn unresolved(host: &str, e: &std::io::Error) -> String {
+    format!(
+        "the host name {host} does not resolve ({}): is [smtp] host spelled right, and does this machine's DNS (or VPN) reach the company's names?",
+        clean(&e.to_string())
+    )
+}
+
+/// A TCP connection that failed, with what the operator can do about it.
+fn not_connected(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let text = clean(&e.to_string());
+    match e.kind() {
+        ErrorKind::ConnectionRefused => format!(
+            "nothing listens there ({text}): is the relay running, and are [smtp] host and port right?"
+        ),
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => format!(
+            "{text}: is this machine on a network that reaches the relay (VPN?), and is [smtp] host right?"
+        ),
+        _ => text,
+    }
+}
+
+/// A step that got no answer in time, with the likely causes.
+fn no_answer(what: &str, secs: u64) -> String {
+    match what {
+        "connecting" => format!(
+            "no answer within {secs} s while connecting: a firewall dropping the packets, or the wrong host or port?"
+        ),
+        "waiting for the greeting and EHLO" => format!(
+            "connected, but no greeting within {secs} s: is it an SMTP server on that port? (port 465 wants security = \"tls\")"
+        ),
+        _ => format!("no answer within {secs} s to {what} ([smtp] timeout_secs)"),
+    }
+}
+
 /// A TLS failure with what the operator can do about it.
 pub(super) fn certificate_hint(reason: &str) -> String {
-    let hint = if reason.contains("UnknownIssuer") || reason.contains("unknown issuer") {
+    let hint = if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+        "the relay does not speak TLS from the first byte on that port: ports 587 and 25 want security = \"starttls\""
+    } else if reason.contains("UnknownIssuer") || reason.contains("unknown issuer") {
         "the relay's certificate is not signed by a CA this machine trusts (self-signed or an internal CA): put that CA's certificate in [smtp] ca_file"
     } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
         "the relay's certificate is for another host name: use the name on the certificate as [smtp] host"
@@ -266,7 +328,7 @@ async fn connect_with(
 ) -> Result<Connection, ConnectError> {
     let relay = s.relay();
     let t = s.timeout;
-    let step = |what: &str| format!("{what} timed out after {} s", t.as_secs());
+    let step = |what: &str| no_answer(what, t.as_secs());
     tracing::debug!(relay = %relay, "connecting");
     let stream = match timeout(t, open_stream(s)).await {
         Err(_) => {
@@ -278,9 +340,10 @@ async fn connect_with(
         Ok(Err(e)) => return Err(e),
         Ok(Ok(stream)) => stream,
     };
+    let (stream, recorded) = greeting::Recorded::new(stream);
     let greeting = timeout(
         t,
-        AsyncSmtpConnection::connect_with_transport(stream, &s.helo),
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &s.helo),
     )
     .await;
     let mut inner = match greeting {
@@ -341,19 +404,38 @@ async fn connect_with(
     }
     // lettre keeps only the EHLO keywords it uses itself; PIPELINING is asked for again,
     // before the login (a new EHLO may end an authenticated session on some relays).
-    let pipelining = match timeout(
+    let met = Met {
+        greeting: recorded
+            .lock()
+            .map(|bytes| greeting::shown(&bytes))
+            .unwrap_or_default(),
+        ehlo_name: clean(inner.server_info().name()),
+    };
+    // lettre's own list knows only the mechanisms it speaks; from this EHLO we know all.
+    let known_offer = {
+        let offer: Vec<String> = [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2]
+            .into_iter()
+            .filter(|m| inner.server_info().supports_auth_mechanism(*m))
+            .map(|m| m.to_string().to_ascii_uppercase())
+            .collect();
+        (!offer.is_empty()).then_some(offer)
+    };
+    let (pipelining, auth_offer) = match timeout(
         t,
         inner.command(Ehlo::new(ClientId::Domain(s.helo.to_string()))),
     )
     .await
     {
-        Ok(Ok(reply)) => reply.message().skip(1).any(|line| {
-            line.split_whitespace()
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
-        }),
+        Ok(Ok(reply)) => (
+            reply.message().skip(1).any(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
+            }),
+            greeting::offered(reply.message().skip(1)),
+        ),
         // A relay that refuses a second EHLO keeps the first: one command at a time then.
-        Ok(Err(e)) if Reply::from_error(&e).is_some() => false,
+        Ok(Err(e)) if Reply::from_error(&e).is_some() => (false, known_offer),
         _ => {
             return Err(ConnectError::Unreachable {
                 relay,
@@ -363,6 +445,10 @@ async fn connect_with(
     };
     tracing::debug!(pipelining, "relay features");
     if s.auth != AuthMethod::None {
+        if let Some(reason) = greeting::login_mismatch(s.auth, s.security, auth_offer.as_deref()) {
+            inner.abort().await;
+            return Err(ConnectError::NoLogin { relay, reason });
+        }
         let mechanism = match s.auth {
             AuthMethod::Login => Mechanism::Login,
             AuthMethod::Xoauth2 => Mechanism::Xoauth2,
@@ -410,10 +496,16 @@ async fn connect_with(
         broken: false,
         last_used: std::time::Instant::now(),
         pipelining,
+        met,
     })
 }
 
 impl Connection {
+    /// Who answered: the relay's greeting and EHLO name.
+    pub fn met(&self) -> &Met {
+        &self.met
+    }
+
     /// Whether the connection may carry another message.
     pub fn usable(&self) -> bool {
         !self.broken && !self.inner.has_broken()

@@ -11,11 +11,12 @@
 //! and their three replies are read in order: one round trip a message instead of three.
 
 mod connection;
+mod greeting;
 mod reply;
 mod settings;
 mod wire;
 
-pub use connection::{ConnectError, Connection, Delivery, connect};
+pub use connection::{ConnectError, Connection, Delivery, Met, connect};
 pub use reply::{Reply, Stage, Verdict, classify, enhanced_code};
 pub use settings::{Settings, connect_failure, relay_settings};
 pub use wire::Wire;

@@ -203,6 +203,7 @@ impl Queue {
             },
             Outcome::NoConnection(e) => match e {
                 ConnectError::Auth { .. }
+                | ConnectError::NoLogin { .. }
                 | ConnectError::Tls { .. }
                 | ConnectError::Refused { .. } => {
                     report.stop.get_or_insert(Stop::Fatal(e.to_string()));

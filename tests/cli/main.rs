@@ -11,6 +11,7 @@ mod support {
 }
 mod bounces;
 mod browser;
+mod errors;
 mod hardening;
 mod journal;
 mod journey;

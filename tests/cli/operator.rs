@@ -13,7 +13,7 @@ use std::process::Stdio;
 use crate::support::smtp_server::{ServerOptions, SmtpServer};
 use crate::support::testenv::{Run, TestEnv};
 
-const PASSWORD_VAR: &str = "UTSKICK_SMTP_PASSWORD";
+pub(crate) const PASSWORD_VAR: &str = "UTSKICK_SMTP_PASSWORD";
 const EXAMPLE_ROWS: usize = 12;
 
 /// The commands in the order an operator uses them (and `utskick --help` lists them).
@@ -72,7 +72,7 @@ fn check_line(run: &Run, step: &str) -> Option<(bool, String)> {
 }
 
 #[track_caller]
-fn assert_check_ok(run: &Run, step: &str) -> String {
+pub(crate) fn assert_check_ok(run: &Run, step: &str) -> String {
     match check_line(run, step) {
         Some((true, text)) => text,
         other => panic!(
@@ -83,7 +83,7 @@ fn assert_check_ok(run: &Run, step: &str) -> String {
 }
 
 #[track_caller]
-fn assert_check_fail(run: &Run, step: &str) -> String {
+pub(crate) fn assert_check_fail(run: &Run, step: &str) -> String {
     match check_line(run, step) {
         Some((false, text)) => text,
         other => panic!(
@@ -94,7 +94,7 @@ fn assert_check_fail(run: &Run, step: &str) -> String {
 }
 
 /// The example set up for a login at `server` as `utskick@example.se` with AUTH PLAIN.
-fn with_login(server: &SmtpServer) -> TestEnv {
+pub(crate) fn with_login(server: &SmtpServer) -> TestEnv {
     let env = TestEnv::example();
     env.relay(server.port());
     env.set("smtp", "auth", "\"plain\"");
@@ -104,7 +104,7 @@ fn with_login(server: &SmtpServer) -> TestEnv {
 }
 
 /// A loopback port nobody listens on: bound, then closed.
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener);

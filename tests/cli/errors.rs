@@ -1,0 +1,241 @@
+//! Errors an operator meets when the relay is not what the config expects: each says what
+//! is wrong and what to do, in one line, against real servers on loopback (the in-process
+//! server, Postfix, a socket that never greets, a closed port, a name that cannot resolve).
+//! And `check` shows who answered: the greeting and EHLO name.
+
+use crate::operator::{PASSWORD_VAR, assert_check_fail, assert_check_ok, closed_port, with_login};
+use crate::support::postfix::Postfix;
+use crate::support::smtp_server::{Mechanism, ServerOptions, SmtpServer};
+use crate::support::testenv::{Run, TestEnv};
+
+/// The one `error:` line of a run that stopped, which must also be its only error line.
+#[track_caller]
+fn the_error(run: &Run) -> String {
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{}", run.all());
+    errors[0].to_string()
+}
+
+/// `send --yes` stops with exit 1 before anything goes out, with `want` in its error line.
+#[track_caller]
+fn send_stops_with(env: &TestEnv, vars: &[(&str, &str)], want: &[&str]) {
+    let run = env.run_env(&["send", "--yes"], vars);
+    run.expect_code(1);
+    let line = the_error(&run);
+    for w in want {
+        assert!(line.contains(w), "{w:?} missing in {line:?}");
+    }
+    assert!(env.events("sent").is_empty(), "{:?}", env.journal());
+}
+
+#[test]
+fn a_login_against_a_relay_without_auth_says_it_offers_none() {
+    let server = SmtpServer::plain();
+    let env = with_login(&server);
+    let vars = [(PASSWORD_VAR, "hemligt")];
+    let run = env.run_env(&["check"], &vars);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    let addr = format!("127.0.0.1:{}", server.port());
+    for want in [
+        addr.as_str(),
+        "offers no login methods",
+        "its EHLO lists no AUTH",
+        "security = \"starttls\"",
+        "auth = \"none\"",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+    assert!(!relay.contains("refused"), "nothing was refused: {relay}");
+    assert!(!relay.contains("internal client error"), "{relay}");
+    assert_eq!(server.seen("AUTH"), 0, "no AUTH may be tried");
+    send_stops_with(&env, &vars, &["offers no login methods", &addr]);
+    assert!(server.received().is_empty());
+}
+
+#[test]
+fn a_login_method_the_relay_does_not_offer_names_those_it_offers() {
+    let server = SmtpServer::start(
+        ServerOptions::default()
+            .auth("utskick@example.se", "hemligt")
+            .mechanisms(&[Mechanism::Login]),
+    );
+    let env = with_login(&server);
+    let vars = [(PASSWORD_VAR, "hemligt")];
+    let relay = assert_check_fail(&env.run_env(&["check"], &vars), "relay");
+    for want in [
+        "does not offer AUTH PLAIN",
+        "it offers LOGIN",
+        "set auth = \"login\"",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+    // Following the advice works.
+    env.set("smtp", "auth", "\"login\"");
+    let run = env.run_env(&["check"], &vars);
+    run.expect_code(0);
+    assert_check_ok(&run, "relay");
+
+    // Only mechanisms utskick does not speak.
+    let server = SmtpServer::start(ServerOptions::default().extension("AUTH CRAM-MD5 GSSAPI"));
+    let env = with_login(&server);
+    let relay = assert_check_fail(&env.run_env(&["check"], &vars), "relay");
+    assert!(relay.contains("it offers CRAM-MD5 GSSAPI"), "{relay}");
+    assert!(relay.contains("none of which utskick speaks"), "{relay}");
+}
+
+#[test]
+fn postfix_offers_no_login_before_starttls() {
+    let Some(postfix) = Postfix::shared() else {
+        return;
+    };
+    let env = TestEnv::example();
+    env.postfix_relay(postfix, PASSWORD_VAR);
+    env.set("smtp", "security", "\"none\"");
+    env.unset("smtp", "ca_file");
+    let vars = [(PASSWORD_VAR, postfix.password())];
+    let run = env.run_env(&["check"], &vars);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    assert!(relay.contains("offers no login methods"), "{relay}");
+    assert!(relay.contains("security = \"starttls\""), "{relay}");
+    // With STARTTLS, as the advice says, the login goes through and check shows who
+    // answered: Postfix's own greeting and EHLO name.
+    env.set("smtp", "security", "\"starttls\"");
+    env.set(
+        "smtp",
+        "ca_file",
+        &format!("{:?}", postfix.ca_pem_path().display().to_string()),
+    );
+    let run = env.run_env(&["check"], &vars);
+    run.expect_code(0);
+    let relay = assert_check_ok(&run, "relay");
+    let name = format!("mail.{}", crate::support::postfix::DOMAIN);
+    for want in [
+        format!("greeting: \"{name} ESMTP"),
+        format!("EHLO {name}"),
+        "STARTTLS".to_string(),
+        format!("login as {}", postfix.user()),
+    ] {
+        assert!(relay.contains(&want), "{want:?} missing in {relay:?}");
+    }
+}
+
+#[test]
+fn check_shows_the_greeting_and_ehlo_name_of_whoever_answers() {
+    let server = SmtpServer::start(ServerOptions::default().hostname("sink.local.test"));
+    let env = TestEnv::example();
+    env.relay(server.port());
+    let run = env.run(&["check"]);
+    run.expect_code(0);
+    let relay = assert_check_ok(&run, "relay");
+    assert_eq!(
+        relay,
+        format!(
+            "127.0.0.1:{} (greeting: \"sink.local.test ESMTP utskick test server\", EHLO sink.local.test, unencrypted, no login)",
+            server.port()
+        )
+    );
+}
+
+#[test]
+fn a_hostile_greeting_is_shown_as_one_short_line() {
+    let long = format!("220 evil.test \x1b[31m{}", "x".repeat(400));
+    let server = SmtpServer::start(
+        ServerOptions::default()
+            .hostname("evil.test")
+            .hook(crate::support::smtp_server::greeting(&long)),
+    );
+    let env = TestEnv::example();
+    env.relay(server.port());
+    let run = env.run(&["check"]);
+    run.expect_code(0);
+    let relay = assert_check_ok(&run, "relay");
+    assert!(!relay.contains('\x1b'), "{relay:?}");
+    assert!(relay.contains("greeting: \"evil.test"), "{relay}");
+    assert!(relay.chars().count() < 200, "{relay}");
+}
+
+#[test]
+fn nothing_listening_says_to_check_the_relay_host_and_port() {
+    let port = closed_port();
+    let env = TestEnv::example();
+    env.relay(port);
+    let run = env.run(&["check"]);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    for want in [
+        format!("127.0.0.1:{port}"),
+        "nothing listens there".into(),
+        "is the relay running".into(),
+        "[smtp] host and port".into(),
+    ] {
+        assert!(relay.contains(&want), "{want:?} missing in {relay:?}");
+    }
+    send_stops_with(
+        &env,
+        &[],
+        &["nothing listens there", "[smtp] host and port"],
+    );
+}
+
+#[test]
+fn a_host_name_that_does_not_resolve_is_named() {
+    let env = TestEnv::example();
+    env.relay(closed_port());
+    env.set("smtp", "host", "\"nonexistent.invalid\"");
+    env.set("smtp", "security", "\"starttls\"");
+    let run = env.run(&["check"]);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    for want in [
+        "the host name nonexistent.invalid does not resolve",
+        "[smtp] host spelled right",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+}
+
+#[test]
+fn a_port_that_never_greets_says_so_within_the_timeout() {
+    // Bound and listening but never accepted: the kernel completes the handshake, and no
+    // greeting ever comes (what a TLS-only port does to a client waiting for 220).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let env = TestEnv::example();
+    env.relay(port);
+    env.set("smtp", "timeout_secs", "1");
+    let run = env.run(&["check"]);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    for want in [
+        "no greeting within 1 s",
+        "is it an SMTP server on that port",
+        "security = \"tls\"",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+    drop(listener);
+}
+
+#[test]
+fn implicit_tls_against_a_plain_port_says_which_security_to_set() {
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.set("smtp", "host", "\"localhost\"");
+    env.set("smtp", "security", "\"tls\"");
+    let run = env.run(&["check"]);
+    run.expect_code(1);
+    let relay = assert_check_fail(&run, "relay");
+    for want in [
+        "does not speak TLS from the first byte",
+        "security = \"starttls\"",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+}
