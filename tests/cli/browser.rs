@@ -38,19 +38,15 @@ fn find_chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Chromium, or `None` after printing why the test is skipped; with `CI` set, a missing
-/// Chromium fails the test.
+/// Chromium, or `None` after printing why the test is skipped (past the harness's capture,
+/// so that the skip shows in plain `cargo test`); with `CI` set, a missing Chromium fails the
+/// test.
 fn chromium_or_skip() -> Option<PathBuf> {
-    match find_chromium() {
-        Some(exe) => Some(exe),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("chromium not installed, and CI is set: .ci/run installs Debian's chromium")
-        }
-        None => {
-            eprintln!("skipped: chromium not installed");
-            None
-        }
-    }
+    find_chromium().or_else(|| {
+        crate::support::daemon::unavailable(
+            "chromium not installed (.ci/run installs Debian's chromium)",
+        )
+    })
 }
 
 /// A local HTTP proxy that answers every request with 403 and records its first line
