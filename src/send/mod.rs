@@ -170,9 +170,48 @@ fn corrected(journal: &Journal, recipient: &crate::recipients::Recipient) -> boo
 }
 
 /// What preflight chose.
+#[derive(Debug, Default)]
 struct Chosen {
     count: u64,
     already_sent: u64,
+    /// Left out: never tried (`retry` does not start them).
+    pending: u64,
+    /// Left out: failed permanently or bounced, address not corrected.
+    permanent: u64,
+}
+
+/// What a run that takes on nobody says: why nobody, and which command would.
+fn nothing_to_do(selection: &Selection, chosen: &Chosen, rendered: u64) -> String {
+    if chosen.already_sent == rendered {
+        return format!(
+            "nothing to do: all {rendered} recipients are already sent; see `utskick status`"
+        );
+    }
+    let mut left = Vec::new();
+    if chosen.pending > 0 {
+        left.push(format!(
+            "{} pending (never tried: `utskick send` sends them)",
+            chosen.pending
+        ));
+    }
+    if chosen.permanent > 0 {
+        left.push(format!(
+            "{} failed permanently or bounced (correct their addresses in the CSV, then `utskick retry --permanent`)",
+            chosen.permanent
+        ));
+    }
+    let what = match selection {
+        Selection::Retry { .. } => {
+            "nothing to do (retry takes only failed-transient and unknown recipients)"
+        }
+        _ => "nothing to do",
+    };
+    format!(
+        "{what}: {} of {rendered} sent{}{}; see `utskick status`",
+        chosen.already_sent,
+        if left.is_empty() { "" } else { ", " },
+        left.join(", ")
+    )
 }
 
 fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
@@ -186,18 +225,23 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     check_journal(&mailing, &journal, &plan, out)?;
 
     // Preflight: every row valid, every message built; count who this run takes on.
-    let mut chosen = Chosen {
-        count: 0,
-        already_sent: 0,
-    };
+    let mut chosen = Chosen::default();
     let limit = plan.limit.unwrap_or(u64::MAX);
     let pre = mailing.preflight(0, |recipient, _| {
         let state = journal.state(&recipient.key);
         if state == State::Sent && !plan.selection.is_test() {
             chosen.already_sent += 1;
         }
-        if chosen.count < limit && plan.selection.takes(state, corrected(&journal, recipient)) {
-            chosen.count += 1;
+        if plan.selection.takes(state, corrected(&journal, recipient)) {
+            if chosen.count < limit {
+                chosen.count += 1;
+            }
+        } else if !plan.selection.is_test() {
+            match state {
+                State::Pending => chosen.pending += 1,
+                State::FailedPermanent | State::Bounced => chosen.permanent += 1,
+                _ => {}
+            }
         }
         Ok(())
     })?;
@@ -226,10 +270,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         ));
     }
     if chosen.count == 0 {
-        out.summary(&format!(
-            "nothing to do: {} of {} recipients are already sent; see `utskick status`",
-            chosen.already_sent, pre.rendered
-        ));
+        out.summary(&nothing_to_do(&plan.selection, &chosen, pre.rendered));
         let _ = writer.close();
         return Ok(ExitCode::Success);
     }
@@ -439,6 +480,43 @@ fn confirm(question: &str, out: &Output) -> Result<bool, Fail> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_to_do_says_which_command_would() {
+        let retry = Selection::Retry { permanent: false };
+        let all_sent = Chosen {
+            already_sent: 12,
+            ..Chosen::default()
+        };
+        assert_eq!(
+            nothing_to_do(&retry, &all_sent, 12),
+            "nothing to do: all 12 recipients are already sent; see `utskick status`"
+        );
+        let fresh = Chosen {
+            pending: 12,
+            ..Chosen::default()
+        };
+        let line = nothing_to_do(&retry, &fresh, 12);
+        assert!(
+            line.contains("retry takes only failed-transient and unknown"),
+            "{line}"
+        );
+        assert!(
+            line.contains("12 pending (never tried: `utskick send` sends them)"),
+            "{line}"
+        );
+        let bounced = Chosen {
+            already_sent: 11,
+            permanent: 1,
+            ..Chosen::default()
+        };
+        let line = nothing_to_do(&Selection::Send, &bounced, 12);
+        assert!(
+            line.starts_with("nothing to do: 11 of 12 sent, 1 failed"),
+            "{line}"
+        );
+        assert!(line.contains("`utskick retry --permanent`"), "{line}");
+    }
 
     #[test]
     fn selections_take_the_contract_states() {

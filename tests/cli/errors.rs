@@ -239,3 +239,50 @@ fn implicit_tls_against_a_plain_port_says_which_security_to_set() {
         assert!(relay.contains(want), "{want:?} missing in {relay:?}");
     }
 }
+
+#[test]
+fn retry_on_a_fresh_journal_says_send_starts_the_pending() {
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    let run = env.run(&["retry", "--yes"]);
+    run.expect_code(0);
+    for want in [
+        "nothing to do (retry takes only failed-transient and unknown recipients)",
+        "0 of 12 sent",
+        "12 pending (never tried: `utskick send` sends them)",
+    ] {
+        assert!(
+            run.stdout.contains(want),
+            "{want:?} missing in\n{}",
+            run.all()
+        );
+    }
+    assert!(!run.all().contains("already sent"), "{}", run.all());
+    assert_eq!(server.connections(), 0);
+}
+
+#[test]
+fn a_second_send_after_a_refusal_points_to_retry_permanent() {
+    let server = SmtpServer::start(ServerOptions::default().hook(
+        crate::support::smtp_server::fail_rcpt(
+            "per-erik.lindqvist@example.com",
+            "550 5.1.1 <per-erik.lindqvist@example.com>: Recipient address rejected: User unknown",
+        ),
+    ));
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.run(&["send", "--yes"]).expect_code(3);
+    let run = env.run(&["send", "--yes"]);
+    run.expect_code(0);
+    for want in [
+        "nothing to do: 11 of 12 sent",
+        "1 failed permanently or bounced (correct their addresses in the CSV, then `utskick retry --permanent`)",
+    ] {
+        assert!(
+            run.stdout.contains(want),
+            "{want:?} missing in\n{}",
+            run.all()
+        );
+    }
+}
