@@ -17,6 +17,7 @@ pub mod output;
 pub mod preview;
 pub mod private;
 pub mod progress;
+pub mod reach;
 pub mod recipients;
 pub mod relay;
 pub mod relay_profile;

@@ -295,12 +295,19 @@ impl Mailbox {
     /// (EXAMINE) unless `writable` (SELECT, for moving messages).
     pub async fn open(settings: Settings, writable: bool) -> Result<Mailbox, Fail> {
         let s = &settings;
-        let tcp = step(
-            s,
-            "cannot connect",
-            TcpStream::connect((s.host.as_str(), s.port)),
+        let tcp = match timeout(
+            s.timeout,
+            crate::reach::tcp(&s.host, s.port, "[bounces]", "IMAP server"),
         )
-        .await?;
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(reason)) => return Err(fatal(s, "cannot connect", reason)),
+            Err(_) => {
+                let reason = crate::reach::no_answer_connecting(s.timeout.as_secs());
+                return Err(fatal(s, "cannot connect", reason));
+            }
+        };
         let client = match s.security {
             Security::None => {
                 let mut client = Client::new(Stream::Plain(tcp));

@@ -198,28 +198,9 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
         relay: relay.clone(),
         reason,
     };
-    let addrs = tokio::net::lookup_host((host, s.port))
+    let tcp = crate::reach::tcp(host, s.port, "[smtp]", "relay")
         .await
-        .map_err(|e| unreachable(unresolved(host, &e)))?;
-    let mut last = None;
-    let mut tcp = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(t) => {
-                tcp = Some(t);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let tcp = tcp.ok_or_else(|| {
-        unreachable(match last {
-            Some(e) => not_connected(&e),
-            None => format!(
-                "the host name {host} resolves to no address: is [smtp] host spelled right?"
-            ),
-        })
-    })?;
+        .map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
     match &s.implicit {
         None => Ok(Box::new(tcp)),
@@ -243,35 +224,10 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
     }
 }
 
-/// A host name that does not resolve, with what to check.
-fn unresolved(host: &str, e: &std::io::Error) -> String {
-    format!(
-        "the host name {host} does not resolve ({}): is [smtp] host spelled right, and does this machine's DNS (or VPN) reach the company's names?",
-        clean(&e.to_string())
-    )
-}
-
-/// A TCP connection that failed, with what the operator can do about it.
-fn not_connected(e: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    let text = clean(&e.to_string());
-    match e.kind() {
-        ErrorKind::ConnectionRefused => format!(
-            "nothing listens there ({text}): is the relay running, and are [smtp] host and port right?"
-        ),
-        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => format!(
-            "{text}: is this machine on a network that reaches the relay (VPN?), and is [smtp] host right?"
-        ),
-        _ => text,
-    }
-}
-
 /// A step that got no answer in time, with the likely causes.
 fn no_answer(what: &str, secs: u64) -> String {
     match what {
-        "connecting" => format!(
-            "no answer within {secs} s while connecting: a firewall dropping the packets, or the wrong host or port?"
-        ),
+        "connecting" => crate::reach::no_answer_connecting(secs),
         "waiting for the greeting and EHLO" => format!(
             "connected, but no greeting within {secs} s: is it an SMTP server on that port? (port 465 wants security = \"tls\")"
         ),

@@ -286,3 +286,45 @@ fn a_second_send_after_a_refusal_points_to_retry_permanent() {
         );
     }
 }
+
+/// The example with `[bounces]` pointing at `host:port`, plain IMAP, password in `IMAP_PW`.
+fn with_imap(host: &str, port: u16, security: &str) -> TestEnv {
+    let env = TestEnv::example();
+    env.set("bounces", "host", &format!("{host:?}"));
+    env.set("bounces", "port", &port.to_string());
+    env.set("bounces", "security", &format!("{security:?}"));
+    env.set("bounces", "username", "\"dataskydd@example.se\"");
+    env.set("bounces", "password_env", "\"IMAP_PW\"");
+    env.set("bounces", "folder", "\"INBOX\"");
+    env
+}
+
+#[test]
+fn bounces_from_an_imap_port_where_nothing_listens_says_what_to_check() {
+    let port = closed_port();
+    let env = with_imap("127.0.0.1", port, "none");
+    let run = env.run_env(&["bounces", "--imap"], &[("IMAP_PW", "hemligt-imap")]);
+    run.expect_code(1);
+    let line = the_error(&run);
+    for want in [
+        format!("IMAP 127.0.0.1:{port}: cannot connect"),
+        "nothing listens there".into(),
+        "is the IMAP server running, and are [bounces] host and port right?".into(),
+    ] {
+        assert!(line.contains(&want), "{want:?} missing in {line:?}");
+    }
+}
+
+#[test]
+fn bounces_from_an_imap_host_that_does_not_resolve_names_it() {
+    let env = with_imap("nonexistent.invalid", 993, "tls");
+    let run = env.run_env(&["bounces", "--imap"], &[("IMAP_PW", "hemligt-imap")]);
+    run.expect_code(1);
+    let line = the_error(&run);
+    for want in [
+        "the host name nonexistent.invalid does not resolve",
+        "is [bounces] host spelled right",
+    ] {
+        assert!(line.contains(want), "{want:?} missing in {line:?}");
+    }
+}
