@@ -22,7 +22,9 @@ use crate::config::{AuthMethod, Security};
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The relay refused the login.
-    #[error("the relay {relay} refused the login: {reply}")]
+    #[error(
+        "the relay {relay} refused the login: {reply} (check [smtp] username, and the password or token it was given)"
+    )]
     Auth {
         /// `host:port`.
         relay: String,
@@ -330,9 +332,16 @@ async fn connect_with(
     if s.security == Security::StartTls {
         if !inner.can_starttls() {
             inner.abort().await;
+            let local = if crate::config::is_loopback(&s.host) {
+                "; a local test sink on loopback takes security = \"none\""
+            } else {
+                ""
+            };
             return Err(ConnectError::Tls {
                 relay,
-                reason: "the relay does not offer STARTTLS; personal data must not go unencrypted (security = \"tls\" for port 465)".into(),
+                reason: format!(
+                    "the relay does not offer STARTTLS; personal data must not go unencrypted (security = \"tls\" for port 465{local})"
+                ),
             });
         }
         let Some(tls) = s.tls.clone() else {

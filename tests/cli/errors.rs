@@ -328,3 +328,33 @@ fn bounces_from_an_imap_host_that_does_not_resolve_names_it() {
         assert!(line.contains(want), "{want:?} missing in {line:?}");
     }
 }
+
+#[test]
+fn a_refused_login_says_what_to_check() {
+    let server =
+        SmtpServer::start(ServerOptions::default().auth("utskick@example.se", "rätt-lösenord"));
+    let env = with_login(&server);
+    let vars = [(PASSWORD_VAR, "fel-lösenord")];
+    let relay = assert_check_fail(&env.run_env(&["check"], &vars), "relay");
+    assert!(relay.contains("refused the login: 535"), "{relay}");
+    assert!(
+        relay.ends_with("(check [smtp] username, and the password or token it was given)"),
+        "{relay}"
+    );
+    send_stops_with(&env, &vars, &["refused the login", "check [smtp] username"]);
+}
+
+#[test]
+fn starttls_against_a_local_sink_without_it_points_to_security_none() {
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.set("smtp", "security", "\"starttls\"");
+    let relay = assert_check_fail(&env.run(&["check"]), "relay");
+    for want in [
+        "the relay does not offer STARTTLS",
+        "a local test sink on loopback takes security = \"none\"",
+    ] {
+        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
+    }
+}
