@@ -230,7 +230,7 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
 fn no_answer(what: &str, secs: u64) -> String {
     match what {
         "connecting" => crate::reach::no_answer_connecting(secs),
-        "waiting for the greeting and EHLO" => format!(
+        "waiting for the greeting" => format!(
             "connected, but no greeting within {secs} s: is it an SMTP server on that port? (port 465 wants security = \"tls\")"
         ),
         _ => format!("no answer within {secs} s to {what} ([smtp] timeout_secs)"),
@@ -308,7 +308,11 @@ async fn connect_with(
         Err(_) => {
             return Err(ConnectError::Unreachable {
                 relay,
-                reason: step("waiting for the greeting and EHLO"),
+                reason: if recorded.lock().is_ok_and(|b| b.is_empty()) {
+                    step("waiting for the greeting")
+                } else {
+                    step("EHLO")
+                },
             });
         }
         Ok(Err(e)) => {

@@ -358,3 +358,20 @@ fn starttls_against_a_local_sink_without_it_points_to_security_none() {
         assert!(relay.contains(want), "{want:?} missing in {relay:?}");
     }
 }
+
+#[test]
+fn a_relay_that_greets_but_never_answers_ehlo_is_told_apart_from_no_greeting() {
+    use crate::support::smtp_server::{Action, Event, when};
+    let server = SmtpServer::start(
+        ServerOptions::default().hook(when(|e, _| matches!(e, Event::Ehlo { .. }), Action::Hang)),
+    );
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.set("smtp", "timeout_secs", "1");
+    let relay = assert_check_fail(&env.run(&["check"]), "relay");
+    assert!(
+        relay.contains("no answer within 1 s to EHLO ([smtp] timeout_secs)"),
+        "{relay}"
+    );
+    assert!(!relay.contains("no greeting"), "{relay}");
+}

@@ -641,7 +641,7 @@ fn greeting_that_never_comes() {
     );
     assert!(
         run.stderr.contains(&format!(
-            "greeting and EHLO timed out after {TIMEOUT_SECS} s"
+            "connected, but no greeting within {TIMEOUT_SECS} s: is it an SMTP server on that port?"
         )),
         "{}",
         run.stderr
