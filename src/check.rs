@@ -171,12 +171,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
                 out,
                 "relay",
                 true,
-                &format!(
-                    "{} (greeting: \"{}\", EHLO {}, {security}, {login})",
-                    settings.relay(),
-                    met.greeting,
-                    met.ehlo_name
-                ),
+                &format!("{} ({met}, {security}, {login})", settings.relay()),
             );
         }
         Err(e) => {

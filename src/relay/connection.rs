@@ -469,6 +469,17 @@ async fn connect_with(
     })
 }
 
+impl std::fmt::Display for Met {
+    /// `greeting: "...", EHLO name`: one short line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "greeting: \"{}\", EHLO {}",
+            self.greeting, self.ehlo_name
+        )
+    }
+}
+
 impl Connection {
     /// Who answered: the relay's greeting and EHLO name.
     pub fn met(&self) -> &Met {

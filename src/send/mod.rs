@@ -286,8 +286,9 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         .block_on(first_connection(&settings, &mailing.config.sending, out))
         .map_err(connect_failure)?;
     out.info(&format!(
-        "connected to {}{}",
+        "connected to {} ({}){}",
         settings.relay(),
+        first.met(),
         if mailing.config.smtp.auth == AuthMethod::None {
             ""
         } else {

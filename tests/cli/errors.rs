@@ -140,6 +140,18 @@ fn check_shows_the_greeting_and_ehlo_name_of_whoever_answers() {
             server.port()
         )
     );
+    // send says the same before its question (here answered by --yes).
+    let run = env.run(&["send", "--yes", "--limit", "1"]);
+    run.expect_code(0);
+    let want = format!(
+        "connected to 127.0.0.1:{} (greeting: \"sink.local.test ESMTP utskick test server\", EHLO sink.local.test)",
+        server.port()
+    );
+    assert!(
+        run.all().lines().any(|l| l == want),
+        "{want:?} missing in\n{}",
+        run.all()
+    );
 }
 
 #[test]
