@@ -378,7 +378,7 @@ async fn connect_with(
             .lock()
             .map(|bytes| greeting::shown(&bytes))
             .unwrap_or_default(),
-        ehlo_name: clean(inner.server_info().name()),
+        ehlo_name: greeting::short(inner.server_info().name()),
     };
     // lettre's own list knows only the mechanisms it speaks; from this EHLO we know all.
     let known_offer = {

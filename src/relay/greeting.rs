@@ -98,8 +98,12 @@ impl AsyncTokioStream for Recorded {
 pub(super) fn shown(recorded: &[u8]) -> String {
     let text = String::from_utf8_lossy(recorded);
     let first = text.lines().next().unwrap_or("");
-    let words = first.get(4..).unwrap_or("");
-    let words = clean(words);
+    short(first.get(4..).unwrap_or(""))
+}
+
+/// Text a relay sent, as one short printable line.
+pub(super) fn short(text: &str) -> String {
+    let words = clean(text);
     if words.chars().count() > SHOWN {
         let mut cut: String = words.chars().take(SHOWN).collect();
         cut.push('…');
