@@ -430,8 +430,9 @@ impl<'a> Fold<'a> {
                 }
                 if ts >= self.cutoff.as_str() {
                     j.sent_last_24h += 1;
-                    j.sent_times_last_24h
-                        .push(humantime::parse_rfc3339(ts).unwrap_or_else(|_| SystemTime::now()));
+                    j.sent_times_last_24h.push(
+                        humantime::parse_rfc3339(ts).unwrap_or_else(|_| SystemTime::now()),
+                    );
                 }
                 State::Sent
             }
