@@ -252,6 +252,9 @@ mod tests {
             encoding: CsvEncoding::Auto,
             delimiter: None,
             list_columns: vec![("affected".into(), "|".into())],
+            sheet: None,
+            language_column: None,
+            values: Default::default(),
         }
     }
 
@@ -455,6 +458,9 @@ mod proptests {
             encoding: CsvEncoding::Auto,
             delimiter: None,
             list_columns: vec![("affected".into(), "|".into())],
+            sheet: None,
+            language_column: None,
+            values: Default::default(),
         }
     }
 
