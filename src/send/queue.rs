@@ -260,6 +260,8 @@ mod tests {
             daily_limit: None,
             max_attempts: 3,
             retry_delay: Duration::from_secs(5),
+            when_limited: crate::config::WhenLimited::Wait,
+            quota_retry: Duration::from_secs(30 * 60),
         }
     }
 
