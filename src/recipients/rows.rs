@@ -87,6 +87,10 @@ impl CsvSource {
                 for cell in row.cells {
                     record.push_field(cell);
                 }
+                // A sheet has no cells past the last one used in a row: they are empty.
+                for _ in row.cells.len()..self.headers.len() {
+                    record.push_field("");
+                }
                 if row.errors.is_empty() && is_blank(&record) {
                     return Ok(true);
                 }

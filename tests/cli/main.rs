@@ -15,5 +15,6 @@ mod hardening;
 mod journey;
 mod operator;
 mod preview;
+mod recipients;
 mod send;
 mod support_selftest;
