@@ -121,6 +121,29 @@ pub struct CsvSource {
     allowed: Vec<Option<Allowed>>,
 }
 
+/// The text up to the first line break (LF, CR or CRLF), read no further: a CR-only file
+/// is one "line" to `read_line`.
+fn first_line(reader: &mut dyn BufRead) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        if let Some(i) = memchr::memchr2(b'\n', b'\r', buf) {
+            bytes.extend_from_slice(&buf[..i]);
+            break;
+        }
+        bytes.extend_from_slice(buf);
+        let n = buf.len();
+        reader.consume(n);
+        if bytes.len() > MAX_FIELD_BYTES * 16 {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// A CSV reader of the decoded text, with the line index it counts into.
 type TextReader = csv::Reader<Counted<Box<dyn BufRead>>>;
 
@@ -202,10 +225,7 @@ impl CsvSource {
             }
         };
         // Decide the delimiter from the decoded header line.
-        let mut header_line = String::new();
-        source
-            .decoded_reader()?
-            .read_line(&mut header_line)
+        let header_line = first_line(source.decoded_reader()?.as_mut())
             .with_context(|| format!("{shown}: cannot read"))?;
         if let Some(c) = header_line
             .chars()
@@ -284,11 +304,15 @@ impl CsvSource {
     }
 
     /// The header row of a CSV, its names as written.
-    fn text_header(&self) -> Result<Vec<String>> {
-        let (mut reader, _) = self.text_reader(false)?;
+    fn text_header(&mut self) -> Result<Vec<String>> {
+        let (mut reader, index) = self.text_reader(false)?;
         let mut record = csv::StringRecord::new();
         match reader.read_record(&mut record) {
-            Ok(_) => Ok(record.iter().map(str::to_string).collect()),
+            Ok(_) => {
+                let byte = record.position().map_or(0, |p| p.byte());
+                self.header_line = index.borrow_mut().line_of(byte);
+                Ok(record.iter().map(str::to_string).collect())
+            }
             Err(e) => bail!(
                 "{}: cannot read the header row: {}",
                 self.at(1),

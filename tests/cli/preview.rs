@@ -8,7 +8,7 @@ use mail_parser::MessageParser;
 use crate::support::testenv::TestEnv;
 
 /// The entries of preview/index.html's embedded JSON.
-fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
+pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
     let needle = "<script id=\"data\" type=\"application/json\">";
     let start = html.find(needle).expect("data script") + needle.len();

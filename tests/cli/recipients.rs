@@ -6,6 +6,7 @@
 
 use mail_parser::MessageParser;
 
+use crate::preview::index_entries;
 use crate::support::smtp_server::SmtpServer;
 use crate::support::testenv::{Run, TestEnv, repo};
 
@@ -24,15 +25,6 @@ fn row(key: u32) -> String {
 }
 
 const HEADER: &str = "customer_id,name,email,personnummer,address,affected,confirmed";
-
-/// The entries of preview/index.html's embedded JSON.
-fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
-    let html = env.read("preview/index.html");
-    let needle = "<script id=\"data\" type=\"application/json\">";
-    let start = html.find(needle).expect("data script") + needle.len();
-    let end = start + html[start..].find("</script>").expect("end of data");
-    serde_json::from_str(&html[start..end].replace("\\u003c", "<")).expect("index JSON")
-}
 
 /// `.eml` files in preview/.
 fn written(env: &TestEnv) -> usize {
