@@ -180,11 +180,9 @@ impl CsvSource {
             allowed: Vec::new(),
         };
         if sheet::is_workbook(&cfg.path) {
-            let name = sheet::sheet_name(&cfg.path, cfg.sheet.as_deref(), &source.shown)?;
-            source.sheet = Some(name);
             source.encoding = Encoding::Workbook;
             source.delimiter = b';';
-            let header = source.sheet_header()?;
+            let header = source.sheet_header(cfg.sheet.as_deref())?;
             source.check_header(header, cfg)?;
             return Ok(source);
         }
@@ -322,13 +320,13 @@ impl CsvSource {
     }
 
     /// The first row of the sheet that has a cell (rows above it are empty), as written.
-    fn sheet_header(&mut self) -> Result<Vec<String>> {
-        let sheet = self.sheet.as_deref().unwrap_or_default();
+    fn sheet_header(&mut self, wanted: Option<&str>) -> Result<Vec<String>> {
         let mut header = None;
-        sheet::read(&self.path, sheet, &self.shown, |row| {
+        let name = sheet::read(&self.path, wanted, &self.shown, |row| {
             header = Some((row.number, row.cells.to_vec()));
             Ok(false)
         })?;
+        self.sheet = Some(name);
         match header {
             Some((n, cells)) => {
                 self.header_line = n;

@@ -29,8 +29,10 @@ impl CsvSource {
             }
             let byte = record.position().map_or(0, |p| p.byte());
             let line = index.borrow_mut().line_of(byte);
+            // The end mark as a record of its own: every quote was closed. (Not `break`: a
+            // UTF-16 file could spell the mark out; then the rows after it are still read.)
             if record.len() == 1 && &record[0] == END_RECORD {
-                break;
+                continue;
             }
             let last = record.len().saturating_sub(1);
             let open_at_end = record.get(last).is_some_and(|f| f.ends_with(END_MARK));

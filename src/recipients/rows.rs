@@ -79,7 +79,7 @@ impl CsvSource {
         let mut record = csv::StringRecord::new();
         if let Some(name) = &self.sheet {
             let mut header = true;
-            return sheet::read(&self.path, name, &self.shown, |row| {
+            return sheet::read(&self.path, Some(name), &self.shown, |row| {
                 if std::mem::take(&mut header) {
                     return Ok(true);
                 }
@@ -96,7 +96,8 @@ impl CsvSource {
                 }
                 f(row.number, Row::Read(&record, row.errors))?;
                 Ok(true)
-            });
+            })
+            .map(drop);
         }
         let (mut reader, index) = self.text_reader(false)?;
         let mut header = true;

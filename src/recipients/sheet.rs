@@ -62,36 +62,25 @@ fn pick(names: &[String], wanted: Option<&str>, shown: &str) -> Result<String> {
     }
 }
 
-/// The name of the sheet that `read` reads.
-pub(super) fn sheet_name(path: &Path, wanted: Option<&str>, shown: &str) -> Result<String> {
-    let names = if is_ods(path) {
-        let wb: Ods<_> = calamine::open_workbook(path)
-            .map_err(|e| anyhow!("{shown}: cannot read the workbook: {e}"))?;
-        wb.sheet_names()
-    } else {
-        let wb: Xlsx<_> = calamine::open_workbook(path)
-            .map_err(|e| anyhow!("{shown}: cannot read the workbook: {e}"))?;
-        wb.sheet_names()
-    };
-    pick(&names, wanted, shown)
-}
-
-/// Calls `f` with every row that has a cell, in order; `f` returns false to stop.
+/// Calls `f` with every row that has a cell, in order, of the sheet `wanted` (or the
+/// first); `f` returns false to stop. Returns the sheet's name. (One opening of the
+/// workbook reads its shared strings: the sheet is picked and read in the same one.)
 pub(super) fn read(
     path: &Path,
-    sheet: &str,
+    wanted: Option<&str>,
     shown: &str,
     mut f: impl FnMut(SheetRow<'_>) -> Result<bool>,
-) -> Result<()> {
+) -> Result<String> {
     let mut row = RowBuffer::default();
     if is_ods(path) {
         let mut wb: Ods<_> = calamine::open_workbook(path)
             .map_err(|e| anyhow!("{shown}: cannot read the workbook: {e}"))?;
+        let sheet = pick(&wb.sheet_names(), wanted, shown)?;
         let range = wb
-            .worksheet_range(sheet)
+            .worksheet_range(&sheet)
             .map_err(|e| anyhow!("{shown}: sheet {sheet}: cannot read: {e}"))?;
         let Some((first_row, first_col)) = range.start() else {
-            return Ok(());
+            return Ok(sheet);
         };
         for (r, cells) in range.rows().enumerate() {
             row.start(u64::from(first_row) + r as u64 + 1);
@@ -99,15 +88,16 @@ pub(super) fn read(
                 row.set(first_col as usize + c, data_text(v));
             }
             if !row.emit(&mut f)? {
-                return Ok(());
+                return Ok(sheet);
             }
         }
-        return Ok(());
+        return Ok(sheet);
     }
     let mut wb: Xlsx<_> = calamine::open_workbook(path)
         .map_err(|e| anyhow!("{shown}: cannot read the workbook: {e}"))?;
+    let sheet = pick(&wb.sheet_names(), wanted, shown)?;
     let mut cells = wb
-        .worksheet_cells_reader(sheet)
+        .worksheet_cells_reader(&sheet)
         .map_err(|e| anyhow!("{shown}: sheet {sheet}: cannot read: {e}"))?;
     let mut current: Option<u32> = None;
     loop {
@@ -119,7 +109,8 @@ pub(super) fn read(
         let (r, c) = cell.get_position();
         if current != Some(r) {
             if current.is_some() && !row.emit(&mut f)? {
-                return Ok(());
+                drop(cells);
+                return Ok(sheet);
             }
             current = Some(r);
             row.start(u64::from(r) + 1);
@@ -129,7 +120,8 @@ pub(super) fn read(
     if current.is_some() {
         row.emit(&mut f)?;
     }
-    Ok(())
+    drop(cells);
+    Ok(sheet)
 }
 
 /// The row being put together, its buffers reused from row to row.
