@@ -84,9 +84,14 @@ impl CsvSource {
         // The first part is the rest of the line where the quote opened.
         parts.next();
         let mut record = csv::StringRecord::new();
+        let delimiters_needed = self.headers.len().saturating_sub(1);
         for part in parts {
             line += 1;
-            if part.is_empty() {
+            // A line with fewer delimiters than a row has is no row: most multi-line fields
+            // (an address's second line) end here, without a parser.
+            if part.is_empty()
+                || memchr::memchr_iter(self.delimiter, part.as_bytes()).count() < delimiters_needed
+            {
                 continue;
             }
             let mut reader = csv::ReaderBuilder::new()
