@@ -2,8 +2,10 @@
 # Makes the office-suite fixtures of the recipient tests from one source sheet, kunder.csv,
 # with LibreOffice Calc headless (Debian: libreoffice-calc-nogui), the way an operator's
 # office suite writes them:
-#   kunder-1252.csv  "CSV (semikolonavgränsad)": ';'-separated Windows-1252, CRLF
-#   kunder-utf16.txt "Unicode text": UTF-16 LE with BOM, tab-separated
+#   kunder-1252.csv  ';'-separated Windows-1252, as Swedish Excel's "CSV (semikolonavgränsad)"
+#                    (LibreOffice on Linux ends lines with LF; Excel's CRLF is hand-written
+#                    in tests/cli/recipients.rs)
+#   kunder-utf16.txt UTF-16 LE with BOM, tab-separated, as Excel's "Unicode text"
 #   kunder.xlsx      an Excel workbook (customer numbers as text, dates as dates)
 #   kunder.ods       an OpenDocument spreadsheet
 # Run it from anywhere; it writes beside itself. The outputs are committed, so the tests
