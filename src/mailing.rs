@@ -134,15 +134,12 @@ impl Mailing {
         pre.scan = scan;
         for name in &self.templates.named_columns {
             if !self.csv.headers.iter().any(|h| h == name) {
-                pre.scan.warnings.push(crate::recipients::Diagnostic {
-                    file: self.csv.shown.clone(),
-                    line: 1,
-                    column: Some(name.clone()),
-                    message: format!(
-                        "the templates read recipient.{name}, but the file has no such column"
-                    ),
-                    severity: crate::recipients::Severity::Warning,
-                });
+                pre.scan.warnings.push(self.csv.diagnostic(
+                    1,
+                    Some(name),
+                    format!("the templates read recipient.{name}, but the file has no such column"),
+                    crate::recipients::Severity::Warning,
+                ));
             }
         }
         Ok(pre)

@@ -185,13 +185,19 @@ fn build(
         if name.is_empty() { None } else { Some(name) },
         envelope.to.clone(),
     );
+    // A name lettre would leave unquoted though it is no RFC 5322 phrase (`K.`).
+    let quoted_to = crate::recipients::to_header(&to_box);
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(qp_body(&rendered.text));
     let mut builder = Message::builder()
         .from(config.sender.from.clone())
         .reply_to(config.sender.reply_to.clone())
-        .to(to_box)
+        .to(to_box);
+    if let Some(to) = quoted_to {
+        builder = builder.raw_header(to);
+    }
+    builder = builder
         .subject(one_line(&rendered.subject))
         .date(date)
         .message_id(Some(envelope.message_id.to_string()))

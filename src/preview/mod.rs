@@ -341,6 +341,7 @@ mod tests {
         let mut pre = crate::mailing::Preflight::default();
         pre.scan.warnings.push(Diagnostic {
             file: "r.csv".into(),
+            sheet: None,
             line: 7,
             column: Some("email".into()),
             message: "shared".into(),

@@ -19,5 +19,6 @@ mod operator;
 mod preview;
 mod protocol;
 mod pushback;
+mod recipients;
 mod send;
 mod support_selftest;

@@ -19,7 +19,7 @@ fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
 
 /// The recipients of preview/index.html (its JSON rows), each with what its message page
 /// `vN.html` shows: key, name, email, line, and file, subject, text and html.
-fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
+pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
     let rows = cut(
         &html,
