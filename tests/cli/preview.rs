@@ -18,7 +18,8 @@ fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// The recipients of preview/index.html (its JSON rows), each with what its message page
-/// `vN.html` shows: key, name, email, line, and file, subject, text and html.
+/// `vN.html` shows: key, name, email, line, the list columns' values as the page shows
+/// them (`affected`), and file, subject, text and html.
 pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
     let rows = cut(
@@ -28,6 +29,15 @@ pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     );
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&rows.replace("\\u003c", "<")).expect("index JSON");
+    let meta: serde_json::Value = serde_json::from_str(
+        &cut(
+            &html,
+            "<script id=\"pagedata\" type=\"application/json\">",
+            "</script>",
+        )
+        .replace("\\u003c", "<"),
+    )
+    .expect("page data JSON");
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let view = env.path(&format!("preview/v{i}.html"));
@@ -37,6 +47,7 @@ pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
         let page = std::fs::read_to_string(view).expect("message page");
         out.push(serde_json::json!({
             "key": row[0], "name": row[1], "email": row[2], "line": row[3],
+            "affected": meta["cats"][row[5].as_u64().unwrap_or(u64::MAX) as usize],
             "file": crate::browser::decode(cut(&page, "<b>Fil:</b> ", " · ")),
             "subject": crate::browser::decode(cut(&page, "<title>", "</title>")),
             "text": crate::browser::decode(cut(&page, "<pre id=\"text\">", "</pre>")),
