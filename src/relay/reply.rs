@@ -835,7 +835,10 @@ mod tests {
         // (simply.com/se/support/faq/mail/613) 300 per minute and 1000 per hour per
         // login, refused "with a temperror"; Domeneshop's Swedish page
         // (domän.shop/faq?id=251) 1 per second and 50 per minute; registrera-doman.se 10
-        // per minute, queued beyond. Nothing findable for One.com, Binero, GleSYS,
+        // per minute, queued beyond; Nordicway 150 to 500 per hour by package, the rest
+        // beyond 25 % more "will not be delivered" (nordicway.io knowledgebase 60): mail
+        // the relay accepted and then drops, so `rate` must stay under such a host's
+        // hourly limit. Nothing findable for One.com, Binero, GleSYS,
         // Oderland, Telia or Bahnhof. Oderland and many Swedish web hosts run cPanel,
         // whose hourly limit ("Domain example.se has exceeded the max emails per hour
         // (250/200 (125%)) allowed. Message discarded.") is a bounce after acceptance,
