@@ -76,19 +76,7 @@ impl Problems<'_> {
 /// Input echoed in an error, on one line (control characters escaped, as serde's messages
 /// may quote a value holding a line break) and cut to `MAX_ECHO` characters.
 fn bounded(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_ECHO + 8));
-    for (n, c) in text.chars().enumerate() {
-        if n == MAX_ECHO {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::excerpt(text, MAX_ECHO)
 }
 
 impl Config {
