@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::config::Config;
 
 use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
-use crate::render::{Rendered, Templates};
+use crate::render::{Rendered, Renderer, Templates};
 use crate::{Fail, ResultExt};
 
 /// Recipients rendered together, split over the cores.
@@ -118,7 +118,7 @@ impl Mailing {
         let mut pre = Preflight::default();
         let scan = self
             .pipeline(
-                |index, r| self.check_one(r, index < full),
+                |renderer, index, r| self.check_one(renderer, r, index < full),
                 |recipient, result| take(&recipient, result, &mut pre, &mut each),
             )
             .fatal()?;
@@ -139,13 +139,14 @@ impl Mailing {
         Ok(pre)
     }
 
-    /// Reads every valid row and runs `work` on each (numbered from 0) on all cores, then
+    /// Reads every valid row and runs `work` on each (numbered from 0) on all cores, with
+    /// the worker's own copy of the templates (`Templates::renderer`), then
     /// `take` on each row and its result, in CSV order. This thread reads and checks the
     /// CSV and hands batches of rows to one worker per core; finished batches come back and
     /// are taken in order. An error from `take` stops the reading.
     pub fn pipeline<T: Send>(
         &self,
-        work: impl Fn(u64, &Recipient) -> T + Sync,
+        work: impl Fn(&Renderer, u64, &Recipient) -> T + Sync,
         take: impl FnMut(Recipient, T) -> Result<()>,
     ) -> Result<Scan> {
         self.pipeline_at(Priority::Normal, work, take)
@@ -155,7 +156,7 @@ impl Mailing {
     pub fn pipeline_at<T: Send>(
         &self,
         priority: Priority,
-        work: impl Fn(u64, &Recipient) -> T + Sync,
+        work: impl Fn(&Renderer, u64, &Recipient) -> T + Sync,
         mut take: impl FnMut(Recipient, T) -> Result<()>,
     ) -> Result<Scan> {
         priority.apply();
@@ -171,26 +172,25 @@ impl Mailing {
                 let done_tx = done_tx.clone();
                 let work_rx = &work_rx;
                 scope.spawn(move || {
-                    crate::render::on_worker(w, || {
-                        priority.apply();
-                        loop {
-                            let next = match work_rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok((seq, first_index, batch)) = next else {
-                                return;
-                            };
-                            let results = batch
-                                .iter()
-                                .enumerate()
-                                .map(|(i, r)| work(first_index + i as u64, r))
-                                .collect();
-                            if done_tx.send((seq, batch, results)).is_err() {
-                                return;
-                            }
+                    let renderer = self.templates.renderer(w);
+                    priority.apply();
+                    loop {
+                        let next = match work_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, first_index, batch)) = next else {
+                            return;
+                        };
+                        let results = batch
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| work(&renderer, first_index + i as u64, r))
+                            .collect();
+                        if done_tx.send((seq, batch, results)).is_err() {
+                            return;
                         }
-                    });
+                    }
                 });
             }
             drop(done_tx);
@@ -246,17 +246,17 @@ impl Mailing {
     }
 
     /// Renders one row in preflight: the whole notice, or only checked.
-    fn check_one(&self, r: &Recipient, full: bool) -> Result<Checked> {
-        if full {
-            return self.render_checked(r).map(Checked::Full);
-        }
+    fn check_one(&self, renderer: &Renderer, r: &Recipient, full: bool) -> Result<Checked> {
         r.email.parse::<lettre::Address>().map_err(|e| {
             anyhow::anyhow!(
                 "{:?} is not an address the mail library accepts ({e})",
                 r.email
             )
         })?;
-        self.templates.check(r).map(Checked::Subject)
+        if full {
+            return renderer.render(r).map(Checked::Full);
+        }
+        renderer.check(r).map(Checked::Subject)
     }
 }
 

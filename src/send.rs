@@ -798,7 +798,7 @@ impl Engine {
         let mut count = 0u64;
         let _ = self.mailing.pipeline_at(
             Priority::Background,
-            |_, recipient| self.build_job(recipient),
+            |renderer, _, recipient| self.build_job(renderer, recipient),
             |_, job| {
                 let Some(job) = job else {
                     return Ok(());
@@ -814,7 +814,11 @@ impl Engine {
 
     /// The job for a recipient this run takes on; None for the others (and for rows whose
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
-    fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
+    fn build_job(
+        &self,
+        renderer: &crate::render::Renderer,
+        recipient: &crate::recipients::Recipient,
+    ) -> Option<Job> {
         let config = &self.mailing.config;
         let state = self.journal.state(&recipient.key);
         if !self
@@ -824,7 +828,7 @@ impl Engine {
         {
             return None;
         }
-        let rendered = self.mailing.templates.render(recipient).ok()?;
+        let rendered = renderer.render(recipient).ok()?;
         let (message_id, to) = match &self.plan.selection {
             Selection::Test { to } => (
                 message::test_message_id(
