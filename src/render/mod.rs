@@ -27,6 +27,8 @@ use crate::recipients::{Recipient, one_line};
 use columns::{RecipientView, columns_named, columns_read, without_comments};
 pub use dates::{days_from_civil, svensk_datum};
 pub use threads::{MAX_RENDER_THREADS, render_threads, seed_hash_maps_per_thread};
+/// Lower-case hex (the one helper, in `text`), for the callers that took it from here.
+pub use crate::text::hex;
 
 /// The template file names, in the order they are hashed.
 pub const SUBJECT: &str = "subject.txt";
@@ -324,15 +326,4 @@ fn tera_error_line(e: &tera::Error, dir: &Path) -> String {
             format!("{}: {msg}", dir.display())
         }
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
