@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit_codes;
+pub mod flowed;
 pub mod init;
 pub mod journal;
 pub mod mailing;

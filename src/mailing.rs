@@ -47,6 +47,8 @@ pub struct Preflight {
     pub render_errors: BTreeMap<String, (u64, u64)>,
     /// The first recipient's subject.
     pub first_subject: Option<String>,
+    /// Rows per language they get (`render::Tally`).
+    pub languages: crate::render::Tally,
 }
 
 impl Preflight {
@@ -118,13 +120,23 @@ impl Mailing {
         mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
+        let mut languages = crate::render::Tally::default();
         let scan = self
             .pipeline(
                 |renderer, index, r| self.check_one(renderer, r, index < full),
-                |recipient, result| take(&recipient, result, &mut pre, &mut each),
+                |recipient, result| {
+                    self.templates.note_language(&mut languages, &recipient);
+                    take(&recipient, result, &mut pre, &mut each)
+                },
             )
             .fatal()?;
         pre.scan = scan;
+        pre.scan.warnings.extend(self.templates.language_warnings(
+            &languages,
+            &self.csv.shown,
+            &self.csv.headers,
+        ));
+        pre.languages = languages;
         for name in &self.templates.named_columns {
             if !self.csv.headers.iter().any(|h| h == name) {
                 pre.scan.warnings.push(crate::recipients::Diagnostic {

@@ -68,8 +68,11 @@ pub fn build(
     let name = one_line(&recipient.name);
     let to_box = Mailbox::new(if name.is_empty() { None } else { Some(name) }, address);
     let text = SinglePart::builder()
-        .header(ContentType::TEXT_PLAIN)
-        .body(qp_body(&rendered.text));
+        .header(
+            ContentType::parse(crate::flowed::CONTENT_TYPE)
+                .map_err(|e| anyhow!("cannot build the text part's Content-Type: {e}"))?,
+        )
+        .body(qp_body(&crate::flowed::encode(&rendered.text)));
     let mut builder = Message::builder()
         .from(config.sender.from.clone())
         .reply_to(config.sender.reply_to.clone())
@@ -83,7 +86,7 @@ pub fn build(
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Content-Language"),
-            "sv".to_string(),
+            rendered.language.clone(),
         ));
     if to.is_some() {
         builder = builder.raw_header(HeaderValue::new(
@@ -233,6 +236,7 @@ mod tests {
             subject: "Viktig information om dina personuppgifter – åäö".into(),
             text: "Hej Åsa!\nRad två.\n".into(),
             html: Some("<p>Hej &Aring;sa</p>\n".into()),
+            language: "sv".into(),
         }
     }
 
@@ -515,6 +519,7 @@ mod proptests {
             subject: subject.to_string(),
             text: "Hej!\n".into(),
             html: None,
+            language: "sv".into(),
         };
         let id = message_id("c-1", key, "example.se");
         let built = match build(&c, &recipient, &rendered, &id, to, SystemTime::UNIX_EPOCH) {

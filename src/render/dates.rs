@@ -1,5 +1,6 @@
-//! Dates as the notice writes them: `svensk_datum` ("fredagen den 6 oktober 2023"), the
-//! Tera filter over it, and the calendar arithmetic both need.
+//! Dates as the notice writes them: `svensk_datum` ("fredagen den 6 oktober 2023") and
+//! `english_date` ("Friday 6 October 2023"), the Tera filters over them, and the calendar
+//! arithmetic they need.
 //!
 //! The incident's dates are ISO strings in config.toml; the templates format them, so the
 //! operator writes each date once and every language writes it its own way.
@@ -30,6 +31,30 @@ const MONTHS: [&str; 12] = [
     "oktober",
     "november",
     "december",
+];
+
+const WEEKDAYS_EN: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+const MONTHS_EN: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 /// A calendar date read from `2023-10-06` (or the date of a date-time).
@@ -83,6 +108,28 @@ pub fn svensk_datum(iso: &str, weekday: bool, month: bool) -> std::result::Resul
     if month {
         out.push(' ');
         out.push_str(MONTHS[(date.m - 1) as usize]);
+        out.push(' ');
+        push_number(&mut out, date.y);
+    }
+    Ok(out)
+}
+
+/// `2023-10-06` → `Friday 6 October 2023` (British order, no comma, no ordinal, as the
+/// GOV.UK style guide writes dates); without the weekday: `6 October 2023`; without month
+/// and year (`month=false`, for "the night between Friday 6 and Saturday 7 October 2023"):
+/// `Friday 6`. Accepts a date-time too, using its date.
+pub fn english_date(iso: &str, weekday: bool, month: bool) -> std::result::Result<String, String> {
+    let date = Date::parse(iso)
+        .ok_or_else(|| format!("english_date: {iso:?} is not a date like 2023-10-06"))?;
+    let mut out = String::with_capacity(32);
+    if weekday {
+        out.push_str(WEEKDAYS_EN[date.weekday_monday0()]);
+        out.push(' ');
+    }
+    push_number(&mut out, i64::from(date.d));
+    if month {
+        out.push(' ');
+        out.push_str(MONTHS_EN[(date.m - 1) as usize]);
         out.push(' ');
         push_number(&mut out, date.y);
     }
@@ -173,6 +220,17 @@ pub(super) fn register(tera: &mut tera::Tera) {
             })
         },
     );
+    let english = Written::default();
+    tera.register_filter(
+        "english_date",
+        move |value: &str, kwargs: Kwargs, _: &State| {
+            let weekday = kwargs.get::<bool>("weekday")?.unwrap_or(true);
+            let month = kwargs.get::<bool>("month")?.unwrap_or(true);
+            english.get(value, weekday, month, || {
+                english_date(value, weekday, month)
+            })
+        },
+    );
 }
 
 #[cfg(test)]
@@ -219,6 +277,68 @@ mod tests {
         ] {
             assert!(svensk_datum(bad, true, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn english_dates() {
+        for (iso, written) in [
+            ("2023-10-02", "Monday 2 October 2023"),
+            ("2023-10-03", "Tuesday 3 October 2023"),
+            ("2023-10-06", "Friday 6 October 2023"),
+            ("2023-10-07", "Saturday 7 October 2023"),
+            ("2023-10-08", "Sunday 8 October 2023"),
+            ("2024-02-29", "Thursday 29 February 2024"),
+            ("2000-01-01", "Saturday 1 January 2000"),
+            ("2026-12-31T23:59:59Z", "Thursday 31 December 2026"),
+        ] {
+            assert_eq!(
+                english_date(iso, true, true).as_deref(),
+                Ok(written),
+                "{iso}"
+            );
+        }
+        assert_eq!(
+            english_date("2023-10-06", false, true).as_deref(),
+            Ok("6 October 2023")
+        );
+        assert_eq!(
+            english_date("2023-10-06", true, false).as_deref(),
+            Ok("Friday 6")
+        );
+        for bad in [
+            "2023-02-29",
+            "2023-13-01",
+            "6 Oct",
+            "",
+            "2023-1-6",
+            "2023-10-32",
+        ] {
+            let err = english_date(bad, true, true).expect_err(bad);
+            assert!(err.starts_with("english_date: "), "{err}");
+        }
+        let mut tera = tera::Tera::new();
+        register(&mut tera);
+        tera.add_raw_template(
+            "t",
+            "the night between {{ a | english_date(month=false) }} and {{ b | english_date }}; \
+             {{ a | english_date(weekday=false) }}",
+        )
+        .expect("compiles");
+        let mut ctx = tera::Context::new();
+        ctx.insert("a", "2023-10-06");
+        ctx.insert("b", "2023-10-07");
+        for _ in 0..2 {
+            assert_eq!(
+                tera.render("t", &ctx).expect("renders"),
+                "the night between Friday 6 and Saturday 7 October 2023; 6 October 2023"
+            );
+        }
+        ctx.insert("a", "6/10/2023");
+        let err = tera.render("t", &ctx).expect_err("not a date");
+        assert!(
+            format!("{err:?}").contains("is not a date like 2023-10-06"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! not, which is right for text. The SHA-256 of the templates goes into every journal run so
 //! that half the customers never get one text and half another by accident.
 //!
-//! `columns` says which CSV columns reach Tera, `dates` writes the incident's dates,
-//! `threads` gives each render thread what it must not share.
+//! `languages` picks each row's templates, `columns` says which CSV columns reach Tera,
+//! `dates` writes the incident's dates, `threads` gives each render thread what it must
+//! not share.
 
 mod columns;
 mod dates;
+mod languages;
 mod threads;
 
 use std::path::{Path, PathBuf};
@@ -24,11 +26,13 @@ use tera::Tera;
 use crate::config::Config;
 use crate::recipients::{Recipient, one_line};
 
-use columns::{RecipientView, columns_named, columns_read, without_comments};
-pub use dates::{days_from_civil, svensk_datum};
-pub use threads::{MAX_RENDER_THREADS, render_threads, seed_hash_maps_per_thread};
 /// Lower-case hex (the one helper, in `text`), for the callers that took it from here.
 pub use crate::text::hex;
+use columns::{RecipientView, columns_named, columns_read, without_comments};
+pub use dates::{days_from_civil, english_date, svensk_datum};
+pub use languages::Tally;
+use languages::{Choice, Language};
+pub use threads::{MAX_RENDER_THREADS, render_threads, seed_hash_maps_per_thread};
 
 /// The template file names, in the order they are hashed.
 pub const SUBJECT: &str = "subject.txt";
@@ -39,7 +43,10 @@ pub const BODY_HTML: &str = "body.html";
 
 /// Compiles the templates into a fresh Tera with the globals (`incident`, `campaign`,
 /// `sender`) serialized anew, so that no value is shared with another copy.
-fn compile(sources: &[(&str, String)], config: &Config) -> std::result::Result<Tera, Vec<String>> {
+fn compile(
+    sources: &[(String, String)],
+    config: &Config,
+) -> std::result::Result<Tera, Vec<String>> {
     let dir = &config.templates_dir;
     let mut tera = Tera::new();
     tera.autoescape_on([".html"]);
@@ -47,7 +54,7 @@ fn compile(sources: &[(&str, String)], config: &Config) -> std::result::Result<T
     let mut problems = Vec::new();
     for (name, text) in sources {
         if let Err(e) = tera.add_raw_template(name, text) {
-            problems.push(tera_error_line(&e, dir));
+            problems.push(syntax_error_line(&e, dir, text));
         }
     }
     if !problems.is_empty() {
@@ -76,6 +83,8 @@ pub struct Rendered {
     pub text: String,
     /// The HTML body, where `body.html` exists.
     pub html: Option<String>,
+    /// The language it is written in (`Content-Language`).
+    pub language: String,
 }
 
 /// The loaded templates.
@@ -88,8 +97,11 @@ pub struct Templates {
     /// The columns named as `recipient.NAME` outside comments, to tell the operator about a
     /// name the CSV lacks.
     pub named_columns: Vec<String>,
-    has_html: bool,
-    /// SHA-256 over the template files' names and bytes.
+    /// The languages, the default first (`languages`).
+    languages: Vec<Language>,
+    /// The column giving each row's language; None: every row gets the default.
+    language_column: Option<String>,
+    /// SHA-256 over the template files' names and bytes, every language's.
     pub sha256: String,
     /// Where they were read from.
     pub dir: PathBuf,
@@ -104,27 +116,49 @@ struct SenderView {
 }
 
 impl Templates {
-    /// Reads and compiles the templates in the config's folder.
+    /// Reads and compiles the templates in the config's folder: the default language's in
+    /// the folder itself, and, where the config names a language column, every other
+    /// language's in its subfolder. Every problem of every file is reported at once.
     pub fn load(config: &Config) -> Result<Templates> {
         let dir = &config.templates_dir;
+        let default = config.templates.default_language.as_str();
+        let language_column = config.recipients.language_column.clone();
+        let others = match &language_column {
+            Some(_) => languages::other_languages(dir, default)?,
+            None => Vec::new(),
+        };
         let mut hasher = Sha256::new();
         let mut problems = Vec::new();
-        let mut sources = Vec::new();
-        for (name, required) in [(SUBJECT, true), (BODY_TEXT, true), (BODY_HTML, false)] {
-            let path = dir.join(name);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
-                Err(e) => {
-                    problems.push(format!("{}: cannot read template: {e}", path.display()));
-                    continue;
-                }
-            };
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update((text.len() as u64).to_le_bytes());
-            hasher.update(text.as_bytes());
-            sources.push((name, text));
+        let mut sources: Vec<(String, String)> = Vec::new();
+        let mut languages = Vec::new();
+        let prefixes = std::iter::once((default, String::new())).chain(
+            others
+                .iter()
+                .map(|code| (code.as_str(), format!("{code}/"))),
+        );
+        for (code, prefix) in prefixes {
+            let mut has_html = false;
+            for (file, required) in [(SUBJECT, true), (BODY_TEXT, true), (BODY_HTML, false)] {
+                let name = format!("{prefix}{file}");
+                let path = dir.join(&name);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                    Err(e) => {
+                        problems.push(format!("{}: cannot read template: {e}", path.display()));
+                        continue;
+                    }
+                };
+                // The default language's files hash as they did before languages, so that
+                // a journal of a mailing in one language still matches.
+                hasher.update(name.as_bytes());
+                hasher.update([0]);
+                hasher.update((text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+                has_html |= file == BODY_HTML;
+                sources.push((name, text));
+            }
+            languages.push(Language::new(code, &prefix, has_html));
         }
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
@@ -136,15 +170,76 @@ impl Templates {
             columns: columns_read(sources.iter().map(|(_, text)| text.as_str())),
             named_columns: columns_named(uncommented.iter().map(String::as_str)).0,
             copies,
-            has_html: sources.iter().any(|(n, _)| *n == BODY_HTML),
+            languages,
+            language_column,
             sha256: hex(&hasher.finalize()),
             dir: dir.clone(),
         })
     }
 
-    /// Whether the notice has an HTML part.
+    /// The languages there are templates for, the default first.
+    pub fn languages(&self) -> impl Iterator<Item = &str> {
+        self.languages.iter().map(|l| l.code.as_str())
+    }
+
+    /// The language a row gets, and what it asked for when that has no templates.
+    fn choice<'r>(&self, recipient: &'r Recipient) -> Choice<'r> {
+        match &self.language_column {
+            Some(column) => languages::choose(&self.languages, languages::cell(recipient, column)),
+            None => Choice::Known(0),
+        }
+    }
+
+    fn language(&self, recipient: &Recipient) -> &Language {
+        match self.choice(recipient) {
+            Choice::Known(i) => &self.languages[i],
+            Choice::Missing(_) => &self.languages[0],
+        }
+    }
+
+    /// Books the row's language in `tally` (preflight's count, and its warning about rows
+    /// whose language has no templates).
+    pub fn note_language(&self, tally: &mut Tally, recipient: &Recipient) {
+        let (code, missing) = match self.choice(recipient) {
+            Choice::Known(i) => (self.languages[i].code.as_str(), None),
+            Choice::Missing(asked) => (self.languages[0].code.as_str(), Some(asked)),
+        };
+        tally.note(recipient.line, code, missing);
+    }
+
+    /// The warnings of a finished tally: one per language without templates, naming the
+    /// rows (`file` as the operator named the CSV), or one when the CSV lacks the language
+    /// column altogether (every row then gets the default language).
+    pub fn language_warnings(
+        &self,
+        tally: &Tally,
+        file: &str,
+        headers: &[String],
+    ) -> Vec<crate::recipients::Diagnostic> {
+        let Some(column) = &self.language_column else {
+            return Vec::new();
+        };
+        let default = &self.languages[0].code;
+        if !headers
+            .iter()
+            .any(|h| h.trim().eq_ignore_ascii_case(column))
+        {
+            return vec![crate::recipients::Diagnostic {
+                file: file.to_string(),
+                line: 1,
+                column: Some(column.clone()),
+                message: format!(
+                    "[recipients] language_column names {column:?}, but the file has no such column: every row gets the default language, {default}; add the column, or correct language_column"
+                ),
+                severity: crate::recipients::Severity::Warning,
+            }];
+        }
+        tally.warnings(file, column, &self.dir, default)
+    }
+
+    /// Whether the notice in the default language has an HTML part.
     pub fn has_html(&self) -> bool {
-        self.has_html
+        self.languages[0].body_html.is_some()
     }
 
     /// Render worker `worker`'s own copy of the templates (`threads`): the pipeline hands
@@ -225,6 +320,7 @@ impl Renderer<'_> {
 
     fn render_view(&self, recipient: &Recipient, all: bool) -> Result<Rendered> {
         let t = self.templates;
+        let language = t.language(recipient);
         let mut ctx = tera::Context::new();
         ctx.insert("recipient", &t.view(recipient, all));
         let run = |name: &str| {
@@ -232,29 +328,29 @@ impl Renderer<'_> {
                 .render(name, &ctx)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &t.dir)))
         };
-        let subject = one_line(&run(SUBJECT)?);
+        let subject = one_line(&run(&language.subject)?);
         if subject.is_empty() {
             bail!(
                 "{}: the subject renders empty",
-                t.dir.join(SUBJECT).display()
+                t.dir.join(&language.subject).display()
             );
         }
-        let text = run(BODY_TEXT)?;
+        let text = run(&language.body_text)?;
         if text.trim().is_empty() {
             bail!(
                 "{}: the body renders empty",
-                t.dir.join(BODY_TEXT).display()
+                t.dir.join(&language.body_text).display()
             );
         }
-        let html = if t.has_html {
-            Some(run(BODY_HTML)?)
-        } else {
-            None
+        let html = match &language.body_html {
+            Some(name) => Some(run(name)?),
+            None => None,
         };
         Ok(Rendered {
             subject,
             text,
             html,
+            language: language.code.clone(),
         })
     }
 
@@ -268,38 +364,82 @@ impl Renderer<'_> {
 
     fn check_view(&self, recipient: &Recipient, all: bool) -> Result<String> {
         let t = self.templates;
+        let language = t.language(recipient);
         let mut ctx = tera::Context::new();
         ctx.insert("recipient", &t.view(recipient, all));
         let subject = one_line(
             &self
                 .tera
-                .render(SUBJECT, &ctx)
+                .render(&language.subject, &ctx)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &t.dir)))?,
         );
         if subject.is_empty() {
             bail!(
                 "{}: the subject renders empty",
-                t.dir.join(SUBJECT).display()
+                t.dir.join(&language.subject).display()
             );
         }
-        let mut names = vec![BODY_TEXT];
-        if t.has_html {
-            names.push(BODY_HTML);
-        }
-        for name in names {
+        let bodies = std::iter::once(&language.body_text).chain(&language.body_html);
+        for name in bodies {
             let mut counter = Counter(false);
             self.tera
                 .render_to(name, &ctx, &mut counter)
                 .map_err(|e| anyhow::anyhow!(tera_error_line(&e, &t.dir)))?;
-            if !counter.0 && name == BODY_TEXT {
-                bail!(
-                    "{}: the body renders empty",
-                    t.dir.join(BODY_TEXT).display()
-                );
+            if !counter.0 && *name == language.body_text {
+                bail!("{}: the body renders empty", t.dir.join(name).display());
             }
         }
         Ok(subject)
     }
+}
+
+/// A template's syntax error as one line, naming what Tera's message leaves out: the tag
+/// it does not know (`{% endfr %}`: "unknown tag endfr").
+fn syntax_error_line(e: &tera::Error, dir: &Path, source: &str) -> String {
+    let line = tera_error_line(e, dir);
+    let tera::ErrorKind::SyntaxError(r) = e.kind() else {
+        return line;
+    };
+    if r.message() != "Unknown tag" {
+        return line;
+    }
+    let word: String = source
+        .get(r.span().range.start..)
+        .unwrap_or("")
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    if word.is_empty() {
+        return line;
+    }
+    let known = "if, elif, else, endif, for, endfor, set, filter, block, macro, include, raw";
+    match line.strip_suffix("Unknown tag") {
+        Some(place) => format!(
+            "{place}unknown tag {word:?} in {{% {word} %}}: the tags are {known} (check the spelling)"
+        ),
+        None => line,
+    }
+}
+
+/// Tera's rendered reports (`error: MESSAGE` and ` --> NAME:LINE:COL` under it) as
+/// `templates/NAME:LINE:COL: MESSAGE`, one per report; empty when the text holds none.
+fn report_lines(text: &str, dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut message: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(m) = line.trim_start().strip_prefix("error: ") {
+            message = Some(m);
+        } else if let (Some(m), Some(place)) = (message, line.trim_start().strip_prefix("--> ")) {
+            out.push(format!(
+                "{}: {}",
+                dir.join(place.trim()).display(),
+                one_line(m)
+            ));
+            message = None;
+        }
+    }
+    out
 }
 
 /// A Tera error as one line: `templates/body.txt:12:5: message`.
@@ -316,6 +456,12 @@ fn tera_error_line(e: &tera::Error, dir: &Path) -> String {
             )
         }
         _ => {
+            // Tera checks filters, tests and functions after parsing and reports each
+            // unknown one as its own rendered report: one line each.
+            let reports = report_lines(&e.to_string(), dir);
+            if !reports.is_empty() {
+                return reports.join("\n");
+            }
             let mut msg = one_line(&e.to_string());
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {

@@ -4,6 +4,7 @@
 mod support {
     pub mod daemon;
     pub mod dovecot;
+    pub mod flowed;
     pub mod postfix;
     pub mod smtp_server;
     pub mod testenv;
