@@ -57,6 +57,19 @@ impl Preflight {
         self.scan.invalid + self.render_errors.values().map(|(_, n)| n).sum::<u64>()
     }
 
+    /// What to do about the rows that cannot be sent, for the line that ends a refused
+    /// run. `--skip-invalid` is offered only when it would leave someone to send to: when
+    /// every row fails (a template that fails for everyone), it would skip them all.
+    pub fn what_to_do(&self) -> &'static str {
+        if self.rendered > 0 {
+            "correct them, or leave them out with --skip-invalid"
+        } else if self.render_errors.is_empty() {
+            "correct the rows listed above (--skip-invalid would leave out everyone)"
+        } else {
+            "correct the templates as the lines above say (--skip-invalid would leave out everyone)"
+        }
+    }
+
     /// Every error line, CSV first, then templates.
     pub fn error_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.scan.errors.iter().map(Diagnostic::to_string).collect();

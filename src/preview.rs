@@ -70,8 +70,9 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     ));
     if invalid > 0 && !args.skip_invalid {
         return Err(Fail::Input(anyhow::anyhow!(
-            "{invalid} of {} rows cannot be sent: correct them, or leave them out with --skip-invalid",
-            pre.scan.rows
+            "{invalid} of {} rows cannot be sent: {}",
+            pre.scan.rows,
+            pre.what_to_do()
         )));
     }
     if pre.rendered == 0 {

@@ -473,3 +473,299 @@ fn tera_error_line(e: &tera::Error, dir: &Path) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipients::FieldValue;
+
+    /// The shipped config and templates.
+    fn shipped() -> Templates {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = Config::load(&root.join("config.toml")).expect("shipped config");
+        Templates::load(&config).expect("shipped templates")
+    }
+
+    const CATEGORIES: [&str; 6] = ["namn", "adress", "personnummer", "bank", "epost", "telefon"];
+
+    fn customer(affected: &[&str], language: &str, confirmed: &str) -> Recipient {
+        Recipient {
+            line: 2,
+            key: "1042".into(),
+            email: "kund@example.se".into(),
+            name: "Åsa Öberg".into(),
+            fields: vec![
+                ("customer_id".into(), FieldValue::Text("1042".into())),
+                ("name".into(), FieldValue::Text("Åsa Öberg".into())),
+                (
+                    "personnummer".into(),
+                    FieldValue::Text("19800101-0000".into()),
+                ),
+                (
+                    "kontonummer".into(),
+                    FieldValue::Text("8327-9 123 456 789-0".into()),
+                ),
+                (
+                    "affected".into(),
+                    FieldValue::List(affected.iter().map(|s| s.to_string()).collect()),
+                ),
+                ("confirmed".into(), FieldValue::Text(confirmed.into())),
+                ("language".into(), FieldValue::Text(language.into())),
+            ],
+        }
+    }
+
+    /// The advice, by a phrase each has in each language.
+    const ADVICE: [(char, &str, &str); 6] = [
+        (
+            'A',
+            "Håll koll på ditt bankkonto",
+            "Keep an eye on your bank account",
+        ),
+        ('B', "Kontakta din bank", "Contact your bank"),
+        ('D', "bedrägerispärr hos", "fraud alert (bedrägerispärr)"),
+        (
+            'C',
+            "Var på din vakt mot mejl",
+            "Be on your guard against emails",
+        ),
+        ('F', "Var uppmärksam på brev", "Watch out for letters"),
+        ('E', "polisanmäl det", "report it to the Swedish Police"),
+    ];
+
+    /// The advice a customer with these data must get, in order: bank and invoices first
+    /// only where bank details or the personnummer are concerned, otherwise the warning
+    /// about fraudulent mails, texts and calls first; the fraud alert where the
+    /// personnummer is concerned; the police last.
+    fn expected_advice(affected: &[&str]) -> String {
+        let (bank, pnr, address) = (
+            affected.contains(&"bank"),
+            affected.contains(&"personnummer"),
+            affected.contains(&"adress"),
+        );
+        let mut order = String::new();
+        if bank || pnr {
+            order.push('A');
+        }
+        if bank {
+            order.push('B');
+        }
+        if pnr {
+            order.push('D');
+        }
+        order.push('C');
+        if address && !bank && !pnr {
+            order.push('F');
+        }
+        order.push('E');
+        order
+    }
+
+    /// The advice in a text part: its numbered items, which must count 1, 2, 3, ….
+    fn text_advice(text: &str, english: bool) -> String {
+        let heading = if english {
+            "What you can do"
+        } else {
+            "Det här kan du göra"
+        };
+        let section = text.split(heading).nth(1).expect("the advice section");
+        let section = section.split("\n\n\n").next().expect("section end");
+        let items: Vec<&str> = section
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
+        for (i, item) in items.iter().enumerate() {
+            assert!(
+                item.starts_with(&format!("{}. ", i + 1)),
+                "numbering: {section}"
+            );
+        }
+        classify(&items, english)
+    }
+
+    /// The advice in the HTML part: the items of its ordered list.
+    fn html_advice(html: &str, english: bool) -> String {
+        let list = html.split("<ol").nth(1).expect("the advice list");
+        let list = list.split("</ol>").next().expect("list end");
+        let items: Vec<&str> = list.split("<li").skip(1).collect();
+        classify(&items, english)
+    }
+
+    fn classify(items: &[&str], english: bool) -> String {
+        items
+            .iter()
+            .map(|item| {
+                let found: Vec<char> = ADVICE
+                    .iter()
+                    .filter(|(_, sv, en)| item.contains(if english { en } else { sv }))
+                    .map(|(c, _, _)| *c)
+                    .collect();
+                assert_eq!(found.len(), 1, "one piece of advice per item: {item}");
+                found[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn advice_is_ranked_for_the_customers_data_in_both_languages() {
+        let templates = shipped();
+        for mask in 0u32..(1 << CATEGORIES.len()) {
+            let affected: Vec<&str> = CATEGORIES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, c)| *c)
+                .collect();
+            for (language, english) in [("sv", false), ("en", true)] {
+                let r = customer(
+                    &affected,
+                    language,
+                    if mask % 2 == 0 { "ja" } else { "nej" },
+                );
+                let rendered = templates.render(&r).expect("renders");
+                assert_eq!(rendered.language, language);
+                let want = expected_advice(&affected);
+                assert_eq!(
+                    text_advice(&rendered.text, english),
+                    want,
+                    "{language} {affected:?} text"
+                );
+                let html = rendered.html.as_deref().expect("html");
+                assert_eq!(
+                    html_advice(html, english),
+                    want,
+                    "{language} {affected:?} html"
+                );
+                for body in [rendered.text.as_str(), html] {
+                    assert!(
+                        !body.contains("19800101"),
+                        "the personnummer is never printed"
+                    );
+                    assert!(!body.contains("8327"), "no bank number is ever printed");
+                }
+                // Every category is named in the customer's language.
+                for (code, sv, en) in [
+                    (
+                        "bank",
+                        "bankuppgifter (kontonummer)",
+                        "bank details (account number)",
+                    ),
+                    ("epost", "e-postadress", "email address"),
+                    ("telefon", "telefonnummer", "phone number"),
+                ] {
+                    let named = rendered.text.contains(if english { en } else { sv });
+                    assert_eq!(
+                        named,
+                        affected.contains(&code),
+                        "{language} {affected:?} {code}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn confirmed_or_possible_in_both_languages() {
+        let templates = shipped();
+        for (language, confirmed, possible) in [
+            (
+                "sv",
+                "Utredningen visar att de här uppgifterna om dig har förts ut",
+                "Vi vet inte säkert",
+            ),
+            (
+                "en",
+                "The investigation shows that the following information about you was taken",
+                "We do not know for certain",
+            ),
+        ] {
+            let yes = templates
+                .render(&customer(&["namn"], language, "ja"))
+                .expect("renders");
+            let no = templates
+                .render(&customer(&["namn"], language, "nej"))
+                .expect("renders");
+            let unknown = templates
+                .render(&customer(&["namn"], language, ""))
+                .expect("renders");
+            assert!(
+                yes.text.contains(confirmed) && !yes.text.contains(possible),
+                "{language}"
+            );
+            assert!(
+                no.text.contains(possible) && !no.text.contains(confirmed),
+                "{language}"
+            );
+            assert!(unknown.text.contains(possible), "{language}");
+        }
+    }
+
+    #[test]
+    fn every_language_is_hashed_and_a_missing_one_gets_the_default() {
+        let templates = shipped();
+        assert_eq!(templates.languages().collect::<Vec<_>>(), ["sv", "en"]);
+        let german = templates
+            .render(&customer(&["namn"], "de", "ja"))
+            .expect("renders");
+        assert_eq!(german.language, "sv");
+        assert!(german.subject.starts_with("Viktig information"));
+        let mut tally = Tally::default();
+        templates.note_language(&mut tally, &customer(&["namn"], "de", "ja"));
+        templates.note_language(&mut tally, &customer(&["namn"], "EN", "ja"));
+        assert_eq!(tally.counts().get("sv"), Some(&1));
+        assert_eq!(tally.counts().get("en"), Some(&1));
+
+        // The hash changes with the English templates too.
+        let t = tempfile::tempdir().expect("tmp");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(root.join("config.toml"), t.path().join("config.toml")).expect("copy");
+        for f in [SUBJECT, BODY_TEXT, BODY_HTML] {
+            std::fs::create_dir_all(t.path().join("templates/en")).expect("dir");
+            std::fs::copy(
+                root.join("templates").join(f),
+                t.path().join("templates").join(f),
+            )
+            .expect("copy");
+            std::fs::copy(
+                root.join("templates/en").join(f),
+                t.path().join("templates/en").join(f),
+            )
+            .expect("copy");
+        }
+        let config = Config::load(&t.path().join("config.toml")).expect("config");
+        let before = Templates::load(&config).expect("loads").sha256;
+        assert_eq!(before, templates.sha256);
+        let path = t.path().join("templates/en/body.txt");
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str("PS.\n");
+        std::fs::write(&path, text).expect("write");
+        assert_ne!(Templates::load(&config).expect("loads").sha256, before);
+    }
+
+    #[test]
+    fn an_unknown_tag_is_named() {
+        let t = tempfile::tempdir().expect("tmp");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(root.join("config.toml"), t.path().join("config.toml")).expect("copy");
+        std::fs::create_dir(t.path().join("templates")).expect("dir");
+        std::fs::write(t.path().join("templates/subject.txt"), "Hej").expect("write");
+        std::fs::write(
+            t.path().join("templates/body.txt"),
+            "Hej\n{% for a in incident.atgarder %}{{ a }}\n{% endfr %}\n",
+        )
+        .expect("write");
+        let mut config = Config::load(&t.path().join("config.toml")).expect("config");
+        config.recipients.language_column = None;
+        let err = Templates::load(&config).err().expect("a syntax error");
+        let line = err.to_string();
+        assert!(
+            line.contains("templates/body.txt:3:4: unknown tag \"endfr\" in {% endfr %}"),
+            "{line}"
+        );
+        assert!(
+            line.contains("the tags are if, elif, else, endif, for, endfor"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+}

@@ -14,6 +14,7 @@ mod bounces;
 mod browser;
 mod hardening;
 mod journey;
+mod languages;
 mod operator;
 mod preview;
 mod send;
