@@ -3,9 +3,13 @@
 # the variants interleaved run by run so that the VM's slow and fast phases hit them all
 # alike; prints each variant's median wall and CPU (user+sys) seconds.
 #
-#   bench/preview_compare.sh LABEL=BINARY[,ENV=VALUE...] LABEL=BINARY ...
+#   bench/preview_compare.sh LABEL=BINARY[,SRC=DIR][,ENV=VALUE...] LABEL=BINARY ...
 #
-# e.g. bench/preview_compare.sh old=/work/main/target/release/utskick new=target/release/utskick
+# e.g. bench/preview_compare.sh old=/work/main/target/release/utskick,SRC=/work/main \
+#          new=target/release/utskick
+#
+# SRC=DIR takes that variant's config.toml and templates/ from DIR (an older checkout, for
+# an older binary that does not know today's config keys); the default is this repository.
 #
 # Environment:
 #   ROWS=100000         rows in the generated CSV
@@ -36,10 +40,8 @@ csv.writer(open(path, "w", newline="", encoding="utf-8"), lineterminator="\n").w
 PY
     extra+=('recipients.language_column="language"')
 fi
-make_mailing "$dir" recipients.csv "${extra[@]}"
-
 labels=()
-declare -A BINS ENVS WALL CPU
+declare -A BINS ENVS WALL CPU DIRS
 for spec in "$@"; do
     label="${spec%%=*}"
     rest="${spec#*=}"
@@ -47,7 +49,23 @@ for spec in "$@"; do
     labels+=("$label")
     cp "${parts[0]}" "$TMP/bin-$label"
     BINS[$label]="$TMP/bin-$label"
-    ENVS[$label]="${parts[*]:1}"
+    src="$REPO"
+    envs=()
+    for p in "${parts[@]:1}"; do
+        if [[ "$p" == SRC=* ]]; then src="${p#SRC=}"; else envs+=("$p"); fi
+    done
+    ENVS[$label]="${envs[*]}"
+    vdir="$TMP/v-$label"
+    mkdir -p "$vdir"
+    cp "$src/config.toml" "$vdir/config.toml"
+    cp -r "$src/templates" "$vdir/templates"
+    ln -s "$dir/recipients.csv" "$vdir/recipients.csv"
+    if [[ "$src" == "$REPO" ]]; then
+        python3 "$BENCH/set_config.py" "$vdir/config.toml" 'recipients.path="recipients.csv"' "${extra[@]}"
+    else
+        python3 "$BENCH/set_config.py" "$vdir/config.toml" 'recipients.path="recipients.csv"'
+    fi
+    DIRS[$label]="$vdir"
     WALL[$label]=""
     CPU[$label]=""
 done
@@ -58,7 +76,7 @@ for run in $(seq 1 "$RUNS"); do
         tf="$TMP/time"
         # shellcheck disable=SC2086
         env ${ENVS[$label]} /usr/bin/time -f '%e %U %S' -o "$tf" \
-            "${BINS[$label]}" --config "$dir/config.toml" preview --limit 10 --out "$dir/preview" \
+            "${BINS[$label]}" --config "${DIRS[$label]}/config.toml" preview --limit 10 --out "${DIRS[$label]}/preview" \
             >"$TMP/out" 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
         grep -q "rows $ROWS, valid $ROWS, invalid 0" "$TMP/out" "$TMP/err" \
             || { echo "unexpected summary for $label:" >&2; cat "$TMP/out" "$TMP/err" >&2; exit 1; }

@@ -78,8 +78,6 @@ pub fn run(cli: Cli) -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    // Before the first hash map (render::threads says why).
-    render::seed_hash_maps_per_thread();
     let out = Output::new(cli.quiet, cli.verbose);
     init_tracing(cli.verbose, out.color);
     match dispatch(cli, &out) {

@@ -8,8 +8,7 @@
 //! that half the customers never get one text and half another by accident.
 //!
 //! `languages` picks each row's templates, `columns` says which CSV columns reach Tera,
-//! `dates` writes the incident's dates, `threads` gives each render thread what it must
-//! not share.
+//! `dates` writes the incident's dates, `threads` gives each render thread its own copy.
 
 mod columns;
 mod dates;
@@ -32,7 +31,7 @@ use columns::{RecipientView, columns_named, columns_read, without_comments};
 pub use dates::{days_from_civil, english_date, svensk_datum};
 pub use languages::Tally;
 use languages::{Choice, Language};
-pub use threads::{MAX_RENDER_THREADS, render_threads, seed_hash_maps_per_thread};
+pub use threads::{MAX_RENDER_THREADS, render_threads};
 
 /// The template file names, in the order they are hashed.
 pub const SUBJECT: &str = "subject.txt";
