@@ -43,7 +43,12 @@ pub fn encode(text: &str) -> String {
 fn wrap(paragraph: &str, out: &mut String) {
     let mut rest = paragraph;
     loop {
-        let cut = soft_break(rest);
+        let mut cut = soft_break(rest);
+        // A line of just "-- " reads as a signature separator, a hard break: take the next
+        // words onto it.
+        while &rest[..cut] == "-- " {
+            cut += soft_break(&rest[cut..]);
+        }
         let (line, after) = rest.split_at(cut);
         stuff(line, out);
         if after.is_empty() {
@@ -186,6 +191,15 @@ mod tests {
             decode(" >citat\n From here\n  Indrag\n-- \nSign"),
             ">citat\nFrom here\n Indrag\n-- \nSign"
         );
+    }
+
+    #[test]
+    fn a_dash_dash_space_never_ends_up_alone_on_a_soft_line() {
+        // Without care the second line would be "-- " and the third the long word.
+        let text = format!("{} -- {}", "a".repeat(70), "b".repeat(75));
+        let flowed = encode(&text);
+        assert!(flowed.split('\n').all(|l| l != "-- "), "{flowed:?}");
+        assert_eq!(decode(&flowed), text);
     }
 
     #[test]
