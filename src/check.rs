@@ -92,12 +92,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
                 .values()
                 .filter(|r| r.state == State::Sent)
                 .count();
-            let locked = std::fs::OpenOptions::new()
-                .write(true)
-                .open(crate::journal::lock_path(journal_path))
-                .ok()
-                .map(|f| f.try_lock().is_err())
-                .unwrap_or(false);
+            let locked = crate::journal::is_locked(journal_path);
             line(
                 out,
                 "journal",
@@ -121,11 +116,23 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             if locked {
                 input_ok = false;
             }
+            // Long mailings: what a send of those not yet sent would take (relay_profile).
+            let left = pre.rendered.saturating_sub(sent as u64);
+            let (estimate, too_much) = crate::relay_profile::for_run(&mailing.config, &j, left);
+            line(out, "estimate", true, &estimate);
+            if let Some(w) = too_much {
+                out.warn(&w);
+            }
         }
         Err(e) => {
             line(out, "journal", false, &e.to_string());
             input_ok = false;
         }
+    }
+    if let Some(dir) = &mailing.config.journal.archive {
+        let (ok, text) = crate::archive::check(dir);
+        line(out, "archive", ok, &text);
+        input_ok &= ok;
     }
     let settings = match relay::relay_settings(&mailing.config) {
         Ok(s) => {

@@ -11,8 +11,9 @@ use anyhow::Result;
 
 use crate::config::Config;
 
+use crate::message::{Delivery, Prepared};
 use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
-use crate::render::{Rendered, Renderer, Templates};
+use crate::render::{Renderer, Templates};
 use crate::{Fail, ResultExt};
 
 /// Recipients rendered together, split over the cores.
@@ -20,8 +21,8 @@ const BATCH: usize = 256;
 
 /// What rendering one recipient in preflight kept.
 enum Checked {
-    /// The whole notice.
-    Full(Rendered),
+    /// The whole message.
+    Full(Box<Prepared>),
     /// Only the subject (the bodies were rendered and dropped).
     Subject(String),
 }
@@ -34,6 +35,8 @@ pub struct Mailing {
     pub csv: CsvSource,
     /// The templates.
     pub templates: Templates,
+    /// The Date of every message this run prepares.
+    pub date: std::time::SystemTime,
 }
 
 /// What preflight found.
@@ -103,34 +106,49 @@ impl Mailing {
                 config,
                 csv,
                 templates,
+                date: std::time::SystemTime::now(),
             }),
             (Err(a), Err(b)) => Err(Fail::Input(anyhow::anyhow!("{a}\n{b}"))),
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
 
-    /// Renders one recipient's notice and checks that its address can go on the envelope;
-    /// the MIME message is built only for what is written or sent.
-    pub fn render_checked(&self, recipient: &Recipient) -> Result<Rendered> {
-        recipient.email.parse::<lettre::Address>().map_err(|e| {
-            anyhow::anyhow!(
-                "{:?} is not an address the mail library accepts ({e})",
-                recipient.email
-            )
-        })?;
-        self.templates.render(recipient)
+    /// Prepares one recipient's message: the path every row takes up to the transport,
+    /// in preview, send and test sends alike. The address is parsed here, once, and held
+    /// typed from then on.
+    pub fn prepare(
+        &self,
+        recipient: &Recipient,
+        delivery: Delivery<'_>,
+        date: std::time::SystemTime,
+    ) -> Result<Prepared> {
+        self.prepare_on(&self.templates.any_thread(), recipient, delivery, date)
+    }
+
+    /// `prepare` on a render worker's own copy of the templates (`Mailing::pipeline`).
+    pub fn prepare_on(
+        &self,
+        renderer: &Renderer,
+        recipient: &Recipient,
+        delivery: Delivery<'_>,
+        date: std::time::SystemTime,
+    ) -> Result<Prepared> {
+        let address = crate::message::address(recipient)?;
+        let rendered = renderer.render(recipient)?;
+        crate::message::prepare(&self.config, recipient, address, rendered, delivery, date)
     }
 
     /// Reads every row and renders every message, on all cores; `each` sees every
-    /// recipient whose message rendered, in CSV order, with its text for the first `full`
-    /// of them (the rest are rendered to check them, and their text dropped).
+    /// recipient whose message rendered, in CSV order, with its prepared message (dated
+    /// `self.date`) for the first `full` of them (the rest are rendered to check them, and
+    /// their text dropped).
     ///
     /// A pipeline: this thread reads and checks the CSV and hands batches of rows to one
     /// render worker per core; finished batches come back and are taken in CSV order.
     pub fn preflight(
         &self,
         full: u64,
-        mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+        mut each: impl FnMut(&Recipient, Option<&Prepared>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
         let mut languages = crate::render::Tally::default();
@@ -272,17 +290,15 @@ impl Mailing {
         })
     }
 
-    /// Renders one row in preflight: the whole notice, or only checked.
+    /// Prepares one row in preflight, on the worker's copy of the templates: the whole
+    /// message, or only checked.
     fn check_one(&self, renderer: &Renderer, r: &Recipient, full: bool) -> Result<Checked> {
-        r.email.parse::<lettre::Address>().map_err(|e| {
-            anyhow::anyhow!(
-                "{:?} is not an address the mail library accepts ({e})",
-                r.email
-            )
-        })?;
         if full {
-            return renderer.render(r).map(Checked::Full);
+            return self
+                .prepare_on(renderer, r, Delivery::Notice, self.date)
+                .map(|p| Checked::Full(Box::new(p)));
         }
+        crate::message::address(r)?;
         renderer.check(r).map(Checked::Subject)
     }
 }
@@ -292,19 +308,19 @@ fn take(
     recipient: &Recipient,
     result: Result<Checked>,
     pre: &mut Preflight,
-    each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+    each: &mut impl FnMut(&Recipient, Option<&Prepared>) -> Result<()>,
 ) -> Result<()> {
     match result {
         Ok(checked) => {
             pre.rendered += 1;
-            let (subject, rendered) = match &checked {
-                Checked::Full(r) => (&r.subject, Some(r)),
+            let (subject, prepared) = match &checked {
+                Checked::Full(p) => (&p.rendered.subject, Some(&**p)),
                 Checked::Subject(s) => (s, None),
             };
             if pre.first_subject.is_none() {
                 pre.first_subject = Some(subject.clone());
             }
-            each(recipient, rendered)?;
+            each(recipient, prepared)?;
         }
         Err(e) => {
             let entry = pre

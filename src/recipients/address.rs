@@ -21,15 +21,29 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
             shown()
         ));
     }
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.contains(',') || text.contains(';') {
+        // One @: a typo (Excel users hit the comma beside the dot), not a list.
+        if text.matches('@').count() <= 1 {
+            let fixed = text.replace([',', ';'], ".");
+            return Err(format!(
+                "{} contains {}: write {} if a dot was meant (an address has no commas or semicolons)",
+                shown(),
+                if text.contains(',') {
+                    "a comma"
+                } else {
+                    "a semicolon"
+                },
+                quoted_excerpt(&fixed)
+            ));
+        }
         return Err(format!(
-            "{} is not a valid address: it contains a space",
+            "{} holds more than one address; one per row",
             shown()
         ));
     }
-    if text.contains(',') || text.contains(';') {
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "{} holds more than one address; one per row",
+            "{} is not a valid address: it contains a space",
             shown()
         ));
     }
@@ -173,6 +187,19 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comma_for_a_dot_is_named_as_such_with_the_fix() {
+        let e = normalize_email("anna@example,com").unwrap_err();
+        assert_eq!(
+            e,
+            "\"anna@example,com\" contains a comma: write \"anna@example.com\" if a dot was meant (an address has no commas or semicolons)"
+        );
+        let e = normalize_email("anna@example.se, bo@example.se").unwrap_err();
+        assert!(e.contains("more than one address"), "{e}");
+        let e = normalize_email("anna@example.se;bo@example.se").unwrap_err();
+        assert!(e.contains("more than one address"), "{e}");
+    }
 
     #[test]
     fn addresses() {

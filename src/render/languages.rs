@@ -17,8 +17,10 @@ use super::{BODY_HTML, BODY_TEXT, SUBJECT};
 /// One language's templates, by their names in Tera (`subject.txt`, `en/subject.txt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Language {
-    /// The tag, lower-case: the default language's, or its folder's name.
-    pub(super) code: String,
+    /// The tag, lower-case: the default language's, or its folder's name. `'static` so that
+    /// every message can carry it without allocating (`Language::new` leaks a few bytes
+    /// once per language and load).
+    pub(super) code: &'static str,
     /// The subject template.
     pub(super) subject: String,
     /// The plain-text body.
@@ -32,7 +34,7 @@ impl Language {
     /// optional HTML it has.
     pub(super) fn new(code: &str, prefix: &str, has_html: bool) -> Language {
         Language {
-            code: code.to_string(),
+            code: Box::leak(code.to_string().into_boxed_str()),
             subject: format!("{prefix}{SUBJECT}"),
             body_text: format!("{prefix}{BODY_TEXT}"),
             body_html: has_html.then(|| format!("{prefix}{BODY_HTML}")),

@@ -83,7 +83,7 @@ pub struct Rendered {
     /// The HTML body, where `body.html` exists.
     pub html: Option<String>,
     /// The language it is written in (`Content-Language`).
-    pub language: String,
+    pub language: &'static str,
 }
 
 /// The loaded templates.
@@ -177,8 +177,14 @@ impl Templates {
     }
 
     /// The languages there are templates for, the default first.
-    pub fn languages(&self) -> impl Iterator<Item = &str> {
-        self.languages.iter().map(|l| l.code.as_str())
+    pub fn languages(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.languages.iter().map(|l| l.code)
+    }
+
+    /// The language a row's notice is written in (the default where its own has no
+    /// templates).
+    pub fn language_of(&self, recipient: &Recipient) -> &'static str {
+        self.language(recipient).code
     }
 
     /// The language a row gets, and what it asked for when that has no templates.
@@ -200,8 +206,8 @@ impl Templates {
     /// whose language has no templates).
     pub fn note_language(&self, tally: &mut Tally, recipient: &Recipient) {
         let (code, missing) = match self.choice(recipient) {
-            Choice::Known(i) => (self.languages[i].code.as_str(), None),
-            Choice::Missing(asked) => (self.languages[0].code.as_str(), Some(asked)),
+            Choice::Known(i) => (self.languages[i].code, None),
+            Choice::Missing(asked) => (self.languages[0].code, Some(asked)),
         };
         tally.note(recipient.line, code, missing);
     }
@@ -218,7 +224,7 @@ impl Templates {
         let Some(column) = &self.language_column else {
             return Vec::new();
         };
-        let default = &self.languages[0].code;
+        let default = self.languages[0].code;
         if !headers
             .iter()
             .any(|h| h.trim().eq_ignore_ascii_case(column))
@@ -251,7 +257,7 @@ impl Templates {
     }
 
     /// The copy for occasional renders from any thread.
-    fn shared(&self) -> Renderer<'_> {
+    pub fn any_thread(&self) -> Renderer<'_> {
         Renderer {
             templates: self,
             tera: self.copies.shared(),
@@ -260,12 +266,12 @@ impl Templates {
 
     /// Renders the three templates for one recipient (see `Renderer::render`).
     pub fn render(&self, recipient: &Recipient) -> Result<Rendered> {
-        self.shared().render(recipient)
+        self.any_thread().render(recipient)
     }
 
     /// Checks that one recipient's notice renders (see `Renderer::check`).
     pub fn check(&self, recipient: &Recipient) -> Result<String> {
-        self.shared().check(recipient)
+        self.any_thread().check(recipient)
     }
 
     /// What the templates see as `recipient`: the columns they name.
@@ -349,7 +355,7 @@ impl Renderer<'_> {
             subject,
             text,
             html,
-            language: language.code.clone(),
+            language: language.code,
         })
     }
 

@@ -13,9 +13,13 @@ mod support {
 mod bounces;
 mod browser;
 mod hardening;
+mod journal;
 mod journey;
 mod languages;
+mod long;
 mod operator;
 mod preview;
+mod protocol;
+mod pushback;
 mod send;
 mod support_selftest;

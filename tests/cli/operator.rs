@@ -271,7 +271,15 @@ fn check_passes_against_a_plain_relay_and_sends_nothing() {
         .collect();
     assert_eq!(
         order,
-        ["config", "templates", "csv", "messages", "journal", "relay"],
+        [
+            "config",
+            "templates",
+            "csv",
+            "messages",
+            "journal",
+            "estimate",
+            "relay"
+        ],
         "{}",
         run.stdout
     );
@@ -434,7 +442,11 @@ fn archive_keeps_the_exact_bytes_of_every_delivered_message() {
         let key = key_of
             .get(&id)
             .unwrap_or_else(|| panic!("{name}: {id} is no recipient's delivery"));
-        assert_eq!(name, &format!("{key}.eml"), "archived by key");
+        // Named by key: its safe characters first, a hash of the whole key last.
+        assert!(
+            name.starts_with(&format!("{key}-")) && name.ends_with(".eml"),
+            "{name}: not archived by key {key}"
+        );
         let got = by_id
             .get(&id)
             .unwrap_or_else(|| panic!("{name}: the relay never got {id}"));
@@ -530,6 +542,69 @@ fn man_page_is_roff() {
     for command in ["preview", "send", "check", "retry"] {
         assert!(run.stdout.contains(command), "the man page lacks {command}");
     }
+}
+
+#[test]
+fn man_dir_writes_every_page_the_main_page_refers_to() {
+    let env = TestEnv::empty();
+    let run = env.run(&["man", "--dir", "man1"]);
+    run.expect_code(0);
+    let main = env.read("man1/utskick.1");
+    let mut referred: Vec<String> = main
+        .split("utskick\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name.to_string()))
+        .collect();
+    referred.sort();
+    referred.dedup();
+    assert!(referred.len() >= 9, "{referred:?}\n{main}");
+    for name in &referred {
+        let page = env.read(&format!("man1/utskick-{name}.1"));
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH utskick-"),
+            "{name}: {page}"
+        );
+        assert!(page.contains(".SH NAME"), "{name}");
+    }
+    let written = std::fs::read_dir(env.path("man1")).expect("man1").count();
+    assert_eq!(written, referred.len() + 1, "{referred:?}");
+}
+
+#[test]
+fn global_options_show_only_where_they_mean_something() {
+    let env = TestEnv::example();
+    for command in ["init", "completions", "man"] {
+        let run = env.run(&[command, "--help"]);
+        run.expect_code(0);
+        for option in ["--verbose", "--quiet", "--config"] {
+            assert!(
+                !run.stdout.contains(option),
+                "`{command} --help` shows {option}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    for command in ["preview", "check", "send", "retry", "status", "bounces"] {
+        let run = env.run(&[command, "--help"]);
+        run.expect_code(0);
+        for option in ["--verbose", "--quiet", "--config"] {
+            assert!(
+                run.stdout.contains(option),
+                "`{command} --help` lacks {option}"
+            );
+        }
+    }
+    // Before the command, as the contract writes it, and after it, as operators type it.
+    env.run(&["--config", "missing.toml", "preview"])
+        .expect_code(2)
+        .expect_stderr("config missing.toml not found");
+    env.run(&["preview", "--config", "missing.toml"])
+        .expect_code(2)
+        .expect_stderr("config missing.toml not found");
+    env.run(&["init", "-v", "x"]).expect_code(2);
+    let quiet = env.run(&["preview", "-q"]);
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains("warning"), "{}", quiet.stderr);
 }
 
 // ----- output ------------------------------------------------------------------------
