@@ -354,7 +354,7 @@ impl Engine {
         let mut count = 0u64;
         let _ = self.mailing.pipeline_at(
             Priority::Background,
-            |_, recipient| self.build_job(recipient),
+            |renderer, _, recipient| self.build_job(renderer, recipient),
             |_, job| {
                 let Some(job) = job else {
                     return Ok(());
@@ -370,7 +370,11 @@ impl Engine {
 
     /// The job for a recipient this run takes on; None for the others (and for rows whose
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
-    fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
+    fn build_job(
+        &self,
+        renderer: &crate::render::Renderer,
+        recipient: &crate::recipients::Recipient,
+    ) -> Option<Job> {
         let state = self.journal.state(&recipient.key);
         if !self
             .plan
@@ -387,7 +391,10 @@ impl Engine {
             Some(to) => message::Delivery::Test { to, run: &self.run },
             None => message::Delivery::Notice,
         };
-        let prepared = self.mailing.prepare(recipient, delivery, self.date).ok()?;
+        let prepared = self
+            .mailing
+            .prepare_on(renderer, recipient, delivery, self.date)
+            .ok()?;
         Some(Job {
             key: recipient.key.clone(),
             email: prepared.rcpt.to_string(),

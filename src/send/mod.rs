@@ -212,8 +212,9 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let invalid = pre.invalid();
     if invalid > 0 && !plan.skip_invalid {
         return Err(Fail::Input(anyhow!(
-            "{invalid} of {} rows cannot be sent; nothing was sent: correct them, or leave them out with --skip-invalid",
-            pre.scan.rows
+            "{invalid} of {} rows cannot be sent; nothing was sent: {}",
+            pre.scan.rows,
+            pre.what_to_do()
         )));
     }
     if pre.rendered == 0 {

@@ -27,6 +27,8 @@ const MARTA_KEY: &str = "1003";
 const MARTA: &str = "marta.sjostrom@example.org";
 /// Rows in the example CSV.
 const EXAMPLE_ROWS: usize = 12;
+/// Of which in English (`language` en): their notice comes from templates/en/.
+const EXAMPLE_ENGLISH_ROWS: usize = 3;
 /// The CSV as the binary names it in diagnostics.
 const CSV: &str = "recipients.example.csv";
 
@@ -121,16 +123,29 @@ fn line_of(text: &str, prefix: &str) -> usize {
 }
 
 /// The example CSV's header line.
+/// The example's header without its language column: the rows below are of the shape
+/// the example had before it had one (every row then gets the default language).
 fn header(env: &TestEnv) -> String {
     env.read("recipients.example.csv")
         .lines()
         .next()
         .expect("header")
+        .trim_end_matches(",language")
         .to_string()
+}
+
+/// The config without its language column, for a CSV of the shape before languages.
+fn without_language_column(env: &TestEnv) {
+    let config = env.read("config.toml");
+    env.write(
+        "config.toml",
+        config.replace("language_column = \"language\"", ""),
+    );
 }
 
 /// Replaces the example CSV with its header and `rows`.
 fn csv_rows(env: &TestEnv, rows: &[&str]) {
+    without_language_column(env);
     let mut text = header(env);
     text.push('\n');
     for r in rows {
@@ -358,6 +373,7 @@ fn two_hundred_thousand_rows_with_three_bad_ones() {
     const BAD: [u32; 3] = [17, 100_000, 199_999];
     let server = SmtpServer::plain();
     let env = example(&server);
+    without_language_column(&env);
     env.write(
         "templates/subject.txt",
         "Information till {{ recipient.name }}\n",
@@ -599,7 +615,10 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
     );
     assert!(report.contains("`kundnummer` is not defined"), "{report}");
     assert!(
-        report.ends_with(&format!("(first on CSV line 2; {EXAMPLE_ROWS} rows)")),
+        report.ends_with(&format!(
+            "(first on CSV line 2; {} rows)",
+            EXAMPLE_ROWS - EXAMPLE_ENGLISH_ROWS
+        )),
         "{report}"
     );
 
@@ -617,11 +636,12 @@ fn template_syntax_error_undefined_variable_missing_file_empty_subject() {
         "templates/subject.txt",
         "{% if recipient.confirmed == \"ja\" %}Information{% endif %}\n",
     );
-    // 1002 (line 4) is the first "nej"; six rows say "nej".
+    // 1002 (line 4) is the first "nej"; six rows say "nej", two of them in English
+    // (templates/en/subject.txt has no condition).
     refused(
         &env,
         &server,
-        &["templates/subject.txt: the subject renders empty (first on CSV line 4; 6 rows)"],
+        &["templates/subject.txt: the subject renders empty (first on CSV line 4; 4 rows)"],
     );
 }
 

@@ -4,6 +4,7 @@
 mod support {
     pub mod daemon;
     pub mod dovecot;
+    pub mod flowed;
     pub mod postfix;
     pub mod smtp_server;
     pub mod testenv;
@@ -14,6 +15,7 @@ mod browser;
 mod hardening;
 mod journal;
 mod journey;
+mod languages;
 mod long;
 mod operator;
 mod preview;
