@@ -116,9 +116,9 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             if locked {
                 input_ok = false;
             }
-            // Long mailings: what a send of those not yet sent would take (relay_profile).
+            // Long mailings: what a send of those not yet sent would take (relay::profile).
             let left = pre.rendered.saturating_sub(sent as u64);
-            let (estimate, too_much) = crate::relay_profile::for_run(&mailing.config, &j, left);
+            let (estimate, too_much) = crate::relay::profile::for_run(&mailing.config, &j, left);
             line(out, "estimate", true, &estimate);
             if let Some(w) = too_much {
                 out.warn(&w);

@@ -10,7 +10,7 @@ use crate::output::Output;
 use crate::{Fail, ResultExt};
 
 /// The files `init` writes, with their shipped contents.
-pub const FILES: [(&str, &str); 5] = [
+pub const FILES: [(&str, &str); 8] = [
     ("config.toml", include_str!("../config.toml")),
     (
         "recipients.example.csv",
@@ -24,6 +24,18 @@ pub const FILES: [(&str, &str); 5] = [
     (
         "templates/body.html",
         include_str!("../templates/body.html"),
+    ),
+    (
+        "templates/en/subject.txt",
+        include_str!("../templates/en/subject.txt"),
+    ),
+    (
+        "templates/en/body.txt",
+        include_str!("../templates/en/body.txt"),
+    ),
+    (
+        "templates/en/body.html",
+        include_str!("../templates/en/body.html"),
     ),
 ];
 
@@ -52,6 +64,7 @@ pub fn run(dir: &Path, out: &Output) -> Result<ExitCode, Fail> {
 
 fn write_all(dir: &Path) -> Result<()> {
     crate::private::create_dir(&dir.join("templates"))?;
+    crate::private::create_dir(&dir.join("templates/en"))?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .with_context(|| format!("cannot set the permissions of {}", dir.display()))?;
     for (name, text) in FILES {
@@ -84,6 +97,7 @@ mod tests {
         let dir = t.path().join("new");
         write_all(&dir).expect("writes");
         assert!(dir.join("templates/body.html").exists());
+        assert!(dir.join("templates/en/body.html").exists());
         assert!(
             write_all(&dir).is_err(),
             "a second write must not overwrite"

@@ -8,9 +8,9 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit_codes;
+pub mod flowed;
 pub mod init;
 pub mod journal;
-pub mod limit_window;
 pub mod mailing;
 pub mod message;
 pub mod output;
@@ -20,7 +20,6 @@ pub mod progress;
 pub mod reach;
 pub mod recipients;
 pub mod relay;
-pub mod relay_profile;
 pub mod render;
 pub mod secrets;
 pub mod send;
@@ -73,31 +72,6 @@ impl<T> ResultExt<T> for anyhow::Result<T> {
     }
 }
 
-/// Where ahash takes the part of each new map's hash keys that tells it from other maps
-/// (the rest is random per process, from the OS). Tera makes an ahash map for every filter
-/// call with arguments and every loop, a dozen per message; ahash's own source is one
-/// atomic counter for the whole process, which the render threads then fight over for
-/// every map. A counter per thread, started from an address that differs per thread,
-/// serves as well.
-struct ThreadSeeds;
-
-impl ahash::random_state::RandomSource for ThreadSeeds {
-    fn gen_hasher_seed(&self) -> usize {
-        thread_local! {
-            static NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-        }
-        NEXT.with(|next| {
-            let mut seed = next.get();
-            if seed == 0 {
-                seed = next as *const _ as usize;
-            }
-            // An odd step visits every value before it repeats.
-            next.set(seed.wrapping_add(0x9E37_79B9_7F4A_7C15_u64 as usize));
-            seed
-        })
-    }
-}
-
 /// Runs the parsed command line and returns the exit code; errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
     // A file-size limit (RLIMIT_FSIZE) must end a write with an error that we report, not
@@ -106,9 +80,6 @@ pub fn run(cli: Cli) -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    // Before the first hash map: see `ThreadSeeds`. Fails only if a map was made already,
-    // and then the default source stays, which is merely slower.
-    let _ = ahash::random_state::set_random_source(ThreadSeeds);
     let common = cli.common();
     let out = Output::new(common.quiet, common.verbose);
     init_tracing(common.verbose, out.color);

@@ -13,7 +13,7 @@ use crate::config::Config;
 
 use crate::message::{Delivery, Prepared};
 use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
-use crate::render::Templates;
+use crate::render::{Renderer, Templates};
 use crate::{Fail, ResultExt};
 
 /// Recipients rendered together, split over the cores.
@@ -50,12 +50,27 @@ pub struct Preflight {
     pub render_errors: BTreeMap<String, (u64, u64)>,
     /// The first recipient's subject.
     pub first_subject: Option<String>,
+    /// Rows per language they get (`render::Tally`).
+    pub languages: crate::render::Tally,
 }
 
 impl Preflight {
     /// Rows that cannot be sent (invalid CSV rows and rows whose message failed).
     pub fn invalid(&self) -> u64 {
         self.scan.invalid + self.render_errors.values().map(|(_, n)| n).sum::<u64>()
+    }
+
+    /// What to do about the rows that cannot be sent, for the line that ends a refused
+    /// run. `--skip-invalid` is offered only when it would leave someone to send to: when
+    /// every row fails (a template that fails for everyone), it would skip them all.
+    pub fn what_to_do(&self) -> &'static str {
+        if self.rendered > 0 {
+            "correct them, or leave them out with --skip-invalid"
+        } else if self.render_errors.is_empty() {
+            "correct the rows listed above (--skip-invalid would leave out everyone)"
+        } else {
+            "correct the templates as the lines above say (--skip-invalid would leave out everyone)"
+        }
     }
 
     /// Every error line, CSV first, then templates.
@@ -107,8 +122,19 @@ impl Mailing {
         delivery: Delivery<'_>,
         date: std::time::SystemTime,
     ) -> Result<Prepared> {
+        self.prepare_on(&self.templates.any_thread(), recipient, delivery, date)
+    }
+
+    /// `prepare` on a render worker's own copy of the templates (`Mailing::pipeline`).
+    pub fn prepare_on(
+        &self,
+        renderer: &Renderer,
+        recipient: &Recipient,
+        delivery: Delivery<'_>,
+        date: std::time::SystemTime,
+    ) -> Result<Prepared> {
         let address = crate::message::address(recipient)?;
-        let rendered = self.templates.render(recipient)?;
+        let rendered = renderer.render(recipient)?;
         crate::message::prepare(&self.config, recipient, address, rendered, delivery, date)
     }
 
@@ -125,36 +151,44 @@ impl Mailing {
         mut each: impl FnMut(&Recipient, Option<&Prepared>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
+        let mut languages = crate::render::Tally::default();
         let scan = self
             .pipeline(
-                |index, r| self.check_one(r, index < full),
-                |recipient, result| take(&recipient, result, &mut pre, &mut each),
+                |renderer, index, r| self.check_one(renderer, r, index < full),
+                |recipient, result| {
+                    self.templates.note_language(&mut languages, &recipient);
+                    take(&recipient, result, &mut pre, &mut each)
+                },
             )
             .fatal()?;
         pre.scan = scan;
+        pre.scan.warnings.extend(self.templates.language_warnings(
+            &languages,
+            &self.csv.shown,
+            &self.csv.headers,
+        ));
+        pre.languages = languages;
         for name in &self.templates.named_columns {
             if !self.csv.headers.iter().any(|h| h == name) {
-                pre.scan.warnings.push(crate::recipients::Diagnostic {
-                    file: self.csv.shown.clone(),
-                    line: 1,
-                    column: Some(name.clone()),
-                    message: format!(
-                        "the templates read recipient.{name}, but the file has no such column"
-                    ),
-                    severity: crate::recipients::Severity::Warning,
-                });
+                pre.scan.warnings.push(self.csv.diagnostic(
+                    1,
+                    Some(name),
+                    format!("the templates read recipient.{name}, but the file has no such column"),
+                    crate::recipients::Severity::Warning,
+                ));
             }
         }
         Ok(pre)
     }
 
-    /// Reads every valid row and runs `work` on each (numbered from 0) on all cores, then
+    /// Reads every valid row and runs `work` on each (numbered from 0) on all cores, with
+    /// the worker's own copy of the templates (`Templates::renderer`), then
     /// `take` on each row and its result, in CSV order. This thread reads and checks the
     /// CSV and hands batches of rows to one worker per core; finished batches come back and
     /// are taken in order. An error from `take` stops the reading.
     pub fn pipeline<T: Send>(
         &self,
-        work: impl Fn(u64, &Recipient) -> T + Sync,
+        work: impl Fn(&Renderer, u64, &Recipient) -> T + Sync,
         take: impl FnMut(Recipient, T) -> Result<()>,
     ) -> Result<Scan> {
         self.pipeline_at(Priority::Normal, work, take)
@@ -164,7 +198,7 @@ impl Mailing {
     pub fn pipeline_at<T: Send>(
         &self,
         priority: Priority,
-        work: impl Fn(u64, &Recipient) -> T + Sync,
+        work: impl Fn(&Renderer, u64, &Recipient) -> T + Sync,
         mut take: impl FnMut(Recipient, T) -> Result<()>,
     ) -> Result<Scan> {
         priority.apply();
@@ -180,26 +214,25 @@ impl Mailing {
                 let done_tx = done_tx.clone();
                 let work_rx = &work_rx;
                 scope.spawn(move || {
-                    crate::render::on_worker(w, || {
-                        priority.apply();
-                        loop {
-                            let next = match work_rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok((seq, first_index, batch)) = next else {
-                                return;
-                            };
-                            let results = batch
-                                .iter()
-                                .enumerate()
-                                .map(|(i, r)| work(first_index + i as u64, r))
-                                .collect();
-                            if done_tx.send((seq, batch, results)).is_err() {
-                                return;
-                            }
+                    let renderer = self.templates.renderer(w);
+                    priority.apply();
+                    loop {
+                        let next = match work_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((seq, first_index, batch)) = next else {
+                            return;
+                        };
+                        let results = batch
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| work(&renderer, first_index + i as u64, r))
+                            .collect();
+                        if done_tx.send((seq, batch, results)).is_err() {
+                            return;
                         }
-                    });
+                    }
                 });
             }
             drop(done_tx);
@@ -254,15 +287,16 @@ impl Mailing {
         })
     }
 
-    /// Prepares one row in preflight: the whole message, or only checked.
-    fn check_one(&self, r: &Recipient, full: bool) -> Result<Checked> {
+    /// Prepares one row in preflight, on the worker's copy of the templates: the whole
+    /// message, or only checked.
+    fn check_one(&self, renderer: &Renderer, r: &Recipient, full: bool) -> Result<Checked> {
         if full {
             return self
-                .prepare(r, Delivery::Notice, self.date)
+                .prepare_on(renderer, r, Delivery::Notice, self.date)
                 .map(|p| Checked::Full(Box::new(p)));
         }
         crate::message::address(r)?;
-        self.templates.check(r).map(Checked::Subject)
+        renderer.check(r).map(Checked::Subject)
     }
 }
 

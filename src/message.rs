@@ -51,9 +51,6 @@ pub struct Prepared {
     pub bytes: Vec<u8>,
 }
 
-/// The language of every message for now: the templates are Swedish.
-pub const LANGUAGE: &str = "sv";
-
 /// The row's address as the mail library holds it: parsed once per row, typed from then on.
 pub fn address(recipient: &Recipient) -> Result<lettre::Address> {
     recipient.email.parse::<lettre::Address>().map_err(|e| {
@@ -85,7 +82,7 @@ pub fn prepare(
             true,
         ),
     };
-    let language = LANGUAGE;
+    let language = rendered.language;
     let bytes = build(
         config,
         recipient,
@@ -185,13 +182,22 @@ fn build(
         if name.is_empty() { None } else { Some(name) },
         envelope.to.clone(),
     );
+    // A name lettre would leave unquoted though it is no RFC 5322 phrase (`K.`).
+    let quoted_to = crate::recipients::to_header(&to_box);
     let text = SinglePart::builder()
-        .header(ContentType::TEXT_PLAIN)
-        .body(qp_body(&rendered.text));
+        .header(
+            ContentType::parse(crate::flowed::CONTENT_TYPE)
+                .map_err(|e| anyhow!("cannot build the text part's Content-Type: {e}"))?,
+        )
+        .body(qp_body(&crate::flowed::encode(&rendered.text)));
     let mut builder = Message::builder()
         .from(config.sender.from.clone())
         .reply_to(config.sender.reply_to.clone())
-        .to(to_box)
+        .to(to_box);
+    if let Some(to) = quoted_to {
+        builder = builder.raw_header(to);
+    }
+    builder = builder
         .subject(one_line(&rendered.subject))
         .date(date)
         .message_id(Some(envelope.message_id.to_string()))
@@ -347,6 +353,7 @@ mod tests {
             subject: "Viktig information om dina personuppgifter – åäö".into(),
             text: "Hej Åsa!\nRad två.\n".into(),
             html: Some("<p>Hej &Aring;sa</p>\n".into()),
+            language: "sv",
         }
     }
 
@@ -664,6 +671,7 @@ mod proptests {
             subject: subject.to_string(),
             text: "Hej!\n".into(),
             html: None,
+            language: "sv",
         };
         let test_to = to.map(|t| t.parse::<lettre::Address>().expect("test address"));
         let (id, delivery) = match &test_to {

@@ -144,7 +144,7 @@ pub struct Journal {
     pub delays: u64,
     /// Timestamps of non-test `sent` events in the last 24 hours, counted.
     pub sent_last_24h: u64,
-    /// Their times, for the rolling daily window (`limit_window`); one that does not parse
+    /// Their times, for the rolling daily window (`send::window`); one that does not parse
     /// counts as now, which errs on the side of sending less.
     pub sent_times_last_24h: Vec<SystemTime>,
 }
@@ -430,9 +430,8 @@ impl<'a> Fold<'a> {
                 }
                 if ts >= self.cutoff.as_str() {
                     j.sent_last_24h += 1;
-                    j.sent_times_last_24h.push(
-                        humantime::parse_rfc3339(ts).unwrap_or_else(|_| SystemTime::now()),
-                    );
+                    j.sent_times_last_24h
+                        .push(humantime::parse_rfc3339(ts).unwrap_or_else(|_| SystemTime::now()));
                 }
                 State::Sent
             }

@@ -64,7 +64,8 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     let full = if args.variants { 0 } else { limit };
     let pre = mailing.preflight(full, |recipient, prepared| {
         // The language of a row not prepared in full is the templates' one.
-        let language = prepared.map_or(crate::message::LANGUAGE, |p| p.language);
+        let language =
+            prepared.map_or_else(|| mailing.templates.language_of(recipient), |p| p.language);
         let (group, new) = variants.group_of(recipient, language);
         let row = index.add(recipient, group)?;
         if let Some(p) = prepared {
@@ -154,8 +155,9 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     ));
     if invalid > 0 && !args.skip_invalid {
         return Err(Fail::Input(anyhow::anyhow!(
-            "{invalid} of {} rows cannot be sent: correct them, or leave them out with --skip-invalid",
-            pre.scan.rows
+            "{invalid} of {} rows cannot be sent: {}",
+            pre.scan.rows,
+            pre.what_to_do()
         )));
     }
     if pre.rendered == 0 {
@@ -341,6 +343,7 @@ mod tests {
         let mut pre = crate::mailing::Preflight::default();
         pre.scan.warnings.push(Diagnostic {
             file: "r.csv".into(),
+            sheet: None,
             line: 7,
             column: Some("email".into()),
             message: "shared".into(),

@@ -412,6 +412,7 @@ mod tests {
                 subject: "Ämne".into(),
                 text: text.into(),
                 html: Some(format!("<p>{}</p>", super::super::page::html_escape(text))),
+                language: "sv",
             },
             bytes: Vec::new(),
         }

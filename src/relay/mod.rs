@@ -12,6 +12,7 @@
 
 mod connection;
 mod greeting;
+pub mod profile;
 mod reply;
 mod settings;
 mod wire;

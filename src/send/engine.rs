@@ -118,8 +118,8 @@ impl Engine {
         let quota = Quota::with_period(per.max(Duration::from_nanos(1)))
             .map(|q| q.allow_burst(NonZeroU32::new(sending.burst).unwrap_or(NonZeroU32::MIN)));
         let limiter = quota.map(RateLimiter::direct);
-        // Long mailings: daily_limit as a rolling window, and the waits (limit_window).
-        let mut limits = crate::limit_window::Limits::new(&this.mailing.config, &this.journal);
+        // Long mailings: daily_limit as a rolling window, and the waits (send::window).
+        let mut limits = crate::send::window::Limits::new(&this.mailing.config, &this.journal);
 
         // Idle workers; `pop` takes from the end, so the connection already open goes first.
         let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
@@ -171,7 +171,7 @@ impl Engine {
                     Some(wait) if wait.long => {
                         progress.note(&format!(
                             "daily_limit {limit} reached (rolling 24 h): waiting until {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                            crate::limit_window::local_time(wait.until)
+                            crate::send::window::local_time(wait.until)
                         ));
                         this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report)
                             .await;
@@ -220,7 +220,7 @@ impl Engine {
                             if let Some(wait) = limits.wait_for_quota() {
                                 progress.note(&format!(
                                     "the relay's daily quota is used up ({reason}): trying again at {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                                    crate::limit_window::local_time(wait.until)
+                                    crate::send::window::local_time(wait.until)
                                 ));
                                 queue.front.push_front(job);
                                 this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report).await;
@@ -231,7 +231,7 @@ impl Engine {
                     }
                     queue.handle(&mut report, progress, &sending, job, outcome);
                 }
-                _ = crate::limit_window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
+                _ = crate::send::window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
                     if limits.done_waiting() {
                         progress.note("the wait is over: going on");
                     }
@@ -354,7 +354,7 @@ impl Engine {
         let mut count = 0u64;
         let _ = self.mailing.pipeline_at(
             Priority::Background,
-            |_, recipient| self.build_job(recipient),
+            |renderer, _, recipient| self.build_job(renderer, recipient),
             |_, job| {
                 let Some(job) = job else {
                     return Ok(());
@@ -370,7 +370,11 @@ impl Engine {
 
     /// The job for a recipient this run takes on; None for the others (and for rows whose
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
-    fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
+    fn build_job(
+        &self,
+        renderer: &crate::render::Renderer,
+        recipient: &crate::recipients::Recipient,
+    ) -> Option<Job> {
         let state = self.journal.state(&recipient.key);
         if !self
             .plan
@@ -387,7 +391,10 @@ impl Engine {
             Some(to) => message::Delivery::Test { to, run: &self.run },
             None => message::Delivery::Notice,
         };
-        let prepared = self.mailing.prepare(recipient, delivery, self.date).ok()?;
+        let prepared = self
+            .mailing
+            .prepare_on(renderer, recipient, delivery, self.date)
+            .ok()?;
         Some(Job {
             key: recipient.key.clone(),
             email: prepared.rcpt.to_string(),

@@ -9,6 +9,7 @@
 mod engine;
 mod queue;
 mod report;
+pub mod window;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -255,8 +256,9 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     let invalid = pre.invalid();
     if invalid > 0 && !plan.skip_invalid {
         return Err(Fail::Input(anyhow!(
-            "{invalid} of {} rows cannot be sent; nothing was sent: correct them, or leave them out with --skip-invalid",
-            pre.scan.rows
+            "{invalid} of {} rows cannot be sent; nothing was sent: {}",
+            pre.scan.rows,
+            pre.what_to_do()
         )));
     }
     if pre.rendered == 0 {
@@ -316,12 +318,12 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         chosen.already_sent,
         journal_path.display()
     );
-    // Long mailings: how long it takes and when it ends (relay_profile).
+    // Long mailings: how long it takes and when it ends (relay::profile).
     let (estimate, too_much) = if plan.selection.is_test() {
         (None, None)
     } else {
         let (line, warning) =
-            crate::relay_profile::for_run(&mailing.config, &journal, chosen.count);
+            crate::relay::profile::for_run(&mailing.config, &journal, chosen.count);
         (Some(line), warning)
     };
     let question = match &estimate {

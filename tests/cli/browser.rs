@@ -239,8 +239,8 @@ fn previewed() -> (TestEnv, String) {
     (env, url)
 }
 
-/// Categories the generated rows take, in turn: those the templates know, one they do
-/// not (printed as it is), and none.
+/// Categories the generated rows take, in turn: combinations of those the shipped config
+/// allows (`[recipients.values]`), and none.
 const GENERATED_AFFECTED: [&str; 9] = [
     "namn|adress|personnummer|bank",
     "namn|epost",
@@ -248,7 +248,7 @@ const GENERATED_AFFECTED: [&str; 9] = [
     "namn|telefon",
     "namn|adress|personnummer",
     "namn|adress|bank|epost|telefon",
-    "namn|kundnummer",
+    "adress|telefon",
     "namn",
     "",
 ];
@@ -494,15 +494,16 @@ fn preview_page_lists_searches_and_shows_in_chromium() {
         notes.contains("note warn") && notes.contains("familjen.holm@example.org"),
         "the CSV's warning is not at the top: {notes}"
     );
-    // Ten variants: 1001 and 1005 read alike (ja, all four categories), as do 1002 and
-    // 1012 (nej, the same four); every other row has a combination of its own.
+    // Eleven variants: 1001 and 1005 read alike (ja, all four categories, Swedish); 1002
+    // and 1012 have the same data but 1012's notice is in English; every other row has a
+    // combination of its own.
     let variants = variant_rows(&dom);
-    assert_eq!(variants.len(), 10, "{variants:?}");
+    assert_eq!(variants.len(), 11, "{variants:?}");
     assert_eq!(
         variant_counts(&dom).iter().sum::<u64>(),
         EXAMPLE_ROWS as u64
     );
-    assert_eq!(&variant_counts(&dom)[..2], [2, 2]);
+    assert_eq!(&variant_counts(&dom)[..2], [2, 1]);
     assert!(
         variants[0].contains("confirmed: ja")
             && variants[0].contains("affected: namn, adress, personnummer, bank"),
@@ -832,6 +833,244 @@ fn preview_page_screenshot() {
             std::fs::create_dir_all(&docs).expect("docs/");
             std::fs::write(docs.join(name), &bytes).expect("docs/");
             eprintln!("wrote {}", docs.join(name).display());
+        }
+    }
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+}
+
+// ----- the notice itself ------------------------------------------------------------
+
+/// Measures the notice as Chromium lays it out, into a `<pre id="utskick-measure">` of the
+/// page around it, which `--dump-dom` shows. Added to a copy of the notice for the test
+/// only: the notice itself has no script.
+const MEASURE: &str = r#"<script>
+(function () {
+  var all = function (sel) { return Array.prototype.slice.call(document.querySelectorAll(sel)); };
+  var notice = document.querySelector('table[width="600"]');
+  var out = {
+    viewport: window.innerWidth,
+    scroll: document.documentElement.scrollWidth,
+    notice: notice ? notice.getBoundingClientRect().width : -1,
+    dark: window.matchMedia('(prefers-color-scheme: dark)').matches,
+    scheme: getComputedStyle(document.body).colorScheme,
+    text: all('p, li, h1, h2, td').map(function (e) { return getComputedStyle(e).color; }),
+    backgrounds: all('*').map(function (e) { return getComputedStyle(e).backgroundColor; }),
+    links: all('a').map(function (e) { return getComputedStyle(e).color; }),
+    callout: getComputedStyle(document.querySelector('td[style*="border-left"]')).borderLeftColor
+  };
+  var pre = document.createElement('pre');
+  pre.id = 'utskick-measure';
+  pre.textContent = JSON.stringify(out);
+  window.parent.document.body.appendChild(pre);
+})();
+</script>"#;
+
+/// `rgb(r, g, b)` or `rgba(r, g, b, a)` as 0–255 channels and alpha.
+fn rgba(css: &str) -> (f64, f64, f64, f64) {
+    let inner = css
+        .trim()
+        .trim_start_matches("rgba(")
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')');
+    let parts: Vec<f64> = inner
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("a colour: {css}"))
+        })
+        .collect();
+    (
+        parts[0],
+        parts[1],
+        parts[2],
+        parts.get(3).copied().unwrap_or(1.0),
+    )
+}
+
+/// WCAG 2 contrast ratio of two opaque colours.
+fn contrast(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> f64 {
+    let lum = |(r, g, b, _): (f64, f64, f64, f64)| {
+        let ch = |c: f64| {
+            let c = c / 255.0;
+            if c <= 0.03928 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * ch(r) + 0.7152 * ch(g) + 0.0722 * ch(b)
+    };
+    let (x, y) = (lum(a), lum(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+/// The notice's HTML part in the layout mail clients keep, checked in Chromium at phone
+/// (375 px) and desktop width, light and dark, with its own `<style>` and with it stripped
+/// as Gmail does: no sideways scrolling, a 600 px column on the desktop and the screen's
+/// width on a phone, no background colour anywhere (the text sits on the client's own
+/// canvas), the client's colours for text and links with at least 4.5:1 contrast (WCAG AA)
+/// on Chromium's canvas (white, or #121212 in dark mode), the callout's border visible on
+/// both (3:1), and nothing loaded from the network. `UTSKICK_UPDATE_SCREENSHOT=1` also
+/// refreshes docs/notice-phone-dark.png and docs/notice-desktop.png.
+#[test]
+fn notice_layout_at_phone_and_desktop_width_light_and_dark() {
+    let Some(exe) = chromium_or_skip() else {
+        return;
+    };
+    let env = TestEnv::example();
+    env.run(&["preview"]).expect_code(0);
+    let proxy = Proxy::start();
+    let update = std::env::var_os("UTSKICK_UPDATE_SCREENSHOT").is_some_and(|v| v == "1");
+    for (file, lang) in [("1001-asa-oberg", "sv"), ("1009-lise-lott-frojd", "en")] {
+        // Preview names each file after the key and name, with a suffix of its own.
+        let eml = std::fs::read_dir(env.path("preview"))
+            .expect("preview/")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.extension().is_some_and(|x| x == "eml")
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(file))
+            })
+            .unwrap_or_else(|| panic!("no preview/{file}*.eml"));
+        let bytes = std::fs::read(&eml).expect("eml");
+        let message = mail_parser::MessageParser::default()
+            .parse(&bytes)
+            .expect("parses");
+        let html = message.body_html(0).expect("html part").to_string();
+        assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{file}");
+        for banned in [
+            "<script", "<img", "<link", "src=", "url(", "@import", "<iframe",
+        ] {
+            assert!(!html.contains(banned), "{file}: {banned}");
+        }
+        assert!(
+            html.contains("color-scheme:light dark"),
+            "{file}: inline color-scheme"
+        );
+        let style_start = html.find("<style>").expect("a <style> block");
+        let style_end = html.find("</style>").expect("its end") + "</style>".len();
+        let stripped = format!("{}{}", &html[..style_start], &html[style_end..]);
+        for (variant, page) in [("own-css", &html), ("style-stripped", &stripped)] {
+            for (width, dark) in [(375, false), (375, true), (1024, false), (1024, true)] {
+                let name = format!(
+                    "{lang}-{variant}-{width}-{}",
+                    if dark { "dark" } else { "light" }
+                );
+                // Headless Chromium's window is at least 500 px wide: the notice goes in a
+                // frame of the width measured (srcdoc, so that the page may read it).
+                let measured = page.replace("</body>", &format!("{MEASURE}</body>"));
+                let frame = format!(
+                    "<!DOCTYPE html><html><body style=\"margin:0\"><iframe style=\"border:0\" width=\"{width}\" height=\"900\" srcdoc=\"{}\"></iframe></body></html>",
+                    measured.replace('&', "&amp;").replace('"', "&quot;")
+                );
+                std::fs::write(env.path(&format!("{name}.html")), page).expect("write");
+                let path = env.path(&format!("{name}-measured.html"));
+                std::fs::write(&path, &frame).expect("write");
+                let mut flags = vec![
+                    "--dump-dom".to_string(),
+                    format!("--window-size={},900", width.max(500) + 20),
+                    "--hide-scrollbars".to_string(),
+                ];
+                if dark {
+                    flags.push("--force-dark-mode".into());
+                    flags.push("--blink-settings=preferredColorScheme=0".into());
+                }
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let dom = headless(&exe, &proxy, &flags, &file_url(&path));
+                let json = between(&dom, "<pre id=\"utskick-measure\">", "</pre>")
+                    .trim_start_matches("<pre id=\"utskick-measure\">")
+                    .replace("&amp;", "&")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">");
+                let m: serde_json::Value = serde_json::from_str(&json).expect("measurements");
+                let num = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}"));
+                assert_eq!(
+                    m["dark"].as_bool(),
+                    Some(dark),
+                    "{name}: the emulated scheme"
+                );
+                assert_eq!(m["scheme"].as_str(), Some("light dark"), "{name}");
+                assert!(
+                    num("scroll") <= num("viewport"),
+                    "{name}: scrolls sideways: {m}"
+                );
+                let column = num("notice");
+                if width >= 700 {
+                    assert_eq!(column, 600.0, "{name}: the column");
+                } else {
+                    assert!(
+                        column <= f64::from(width) - 16.0 && column >= f64::from(width) - 40.0,
+                        "{name}: {column} in {m}"
+                    );
+                }
+                for bg in m["backgrounds"].as_array().expect("backgrounds") {
+                    let (_, _, _, alpha) = rgba(bg.as_str().unwrap_or(""));
+                    assert_eq!(alpha, 0.0, "{name}: a background colour: {bg}");
+                }
+                let canvas = if dark {
+                    (18.0, 18.0, 18.0, 1.0)
+                } else {
+                    (255.0, 255.0, 255.0, 1.0)
+                };
+                for key in ["text", "links"] {
+                    for colour in m[key].as_array().expect("colours") {
+                        let c = rgba(colour.as_str().unwrap_or(""));
+                        let ratio = contrast(c, canvas);
+                        assert!(
+                            ratio >= 4.5,
+                            "{name}: {key} {colour} has contrast {ratio:.1}"
+                        );
+                    }
+                }
+                let border = contrast(rgba(m["callout"].as_str().unwrap_or("")), canvas);
+                assert!(
+                    border >= 3.0,
+                    "{name}: the callout's border has contrast {border:.1}"
+                );
+
+                if update
+                    && lang == "sv"
+                    && variant == "style-stripped"
+                    && ((width, dark) == (375, true) || (width, dark) == (1024, false))
+                {
+                    let shot = env.path(&format!("{name}.png"));
+                    headless(
+                        &exe,
+                        &proxy,
+                        &[
+                            &format!("--screenshot={}", shot.display()),
+                            &format!(
+                                "--window-size={width},{}",
+                                if width == 375 { 2400 } else { 1600 }
+                            ),
+                            "--hide-scrollbars",
+                            if dark {
+                                "--force-dark-mode"
+                            } else {
+                                "--hide-scrollbars"
+                            },
+                            if dark {
+                                "--blink-settings=preferredColorScheme=0"
+                            } else {
+                                "--hide-scrollbars"
+                            },
+                        ],
+                        &file_url(&env.path(&format!("{name}.html"))),
+                    );
+                    let png = std::fs::read(&shot).expect("screenshot");
+                    let docs = repo().join("docs");
+                    let target = if dark {
+                        "notice-phone-dark.png"
+                    } else {
+                        "notice-desktop.png"
+                    };
+                    std::fs::write(docs.join(target), png).expect("docs/");
+                    eprintln!("wrote docs/{target}");
+                }
+            }
         }
     }
     assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());

@@ -140,6 +140,7 @@ fn first_send_then_status_retry_and_retry_permanent() {
             "address",
             "affected",
             "confirmed",
+            "language",
             "state",
             "reason"
         ]
@@ -147,7 +148,7 @@ fn first_send_then_status_retry_and_retry_permanent() {
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 1, "{text}");
     assert_eq!(&rows[0][0], "1002");
-    assert_eq!(&rows[0][7], "failed-permanent");
+    assert_eq!(&rows[0][8], "failed-permanent");
     let mode = std::fs::metadata(env.path("brev/uppfoljning.csv"))
         .expect("meta")
         .permissions()

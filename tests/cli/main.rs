@@ -4,6 +4,7 @@
 mod support {
     pub mod daemon;
     pub mod dovecot;
+    pub mod flowed;
     pub mod postfix;
     pub mod smtp_server;
     pub mod testenv;
@@ -15,10 +16,12 @@ mod errors;
 mod hardening;
 mod journal;
 mod journey;
+mod languages;
 mod long;
 mod operator;
 mod preview;
 mod protocol;
 mod pushback;
+mod recipients;
 mod send;
 mod support_selftest;

@@ -18,8 +18,9 @@ fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// The recipients of preview/index.html (its JSON rows), each with what its message page
-/// `vN.html` shows: key, name, email, line, and file, subject, text and html.
-fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
+/// `vN.html` shows: key, name, email, line, the list columns' values as the page shows
+/// them (`affected`), and file, subject, text and html.
+pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
     let rows = cut(
         &html,
@@ -28,6 +29,15 @@ fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     );
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&rows.replace("\\u003c", "<")).expect("index JSON");
+    let meta: serde_json::Value = serde_json::from_str(
+        &cut(
+            &html,
+            "<script id=\"pagedata\" type=\"application/json\">",
+            "</script>",
+        )
+        .replace("\\u003c", "<"),
+    )
+    .expect("page data JSON");
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let view = env.path(&format!("preview/v{i}.html"));
@@ -37,6 +47,7 @@ fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
         let page = std::fs::read_to_string(view).expect("message page");
         out.push(serde_json::json!({
             "key": row[0], "name": row[1], "email": row[2], "line": row[3],
+            "affected": meta["cats"][row[5].as_u64().unwrap_or(u64::MAX) as usize],
             "file": crate::browser::decode(cut(&page, "<b>Fil:</b> ", " · ")),
             "subject": crate::browser::decode(cut(&page, "<title>", "</title>")),
             "text": crate::browser::decode(cut(&page, "<pre id=\"text\">", "</pre>")),
@@ -89,6 +100,8 @@ fn example_previews_every_recipient_and_files_parse_back() {
             .expect("parses as MIME");
         assert_eq!(msg.subject(), entry["subject"].as_str(), "{file:?}");
         let text = msg.body_text(0).expect("text part");
+        // The text part is format=flowed: what a client shows is the text as rendered.
+        let text = crate::support::flowed::decode(&text.replace("\r\n", "\n"), false);
         let want = entry["text"].as_str().expect("text");
         assert_eq!(
             text.replace("\r\n", "\n").trim_end(),
@@ -113,9 +126,13 @@ fn example_previews_every_recipient_and_files_parse_back() {
             msg.header_raw("Auto-Submitted").map(str::trim),
             Some("auto-generated")
         );
+        // The example's rows 1007, 1009 and 1012 are in English.
+        let english = ["Anna-Lena Ek", "Lise-Lott Fröjd", "Mohammed Al-Sayed"]
+            .contains(&entry["name"].as_str().unwrap_or(""));
         assert_eq!(
             msg.header_raw("Content-Language").map(str::trim),
-            Some("sv")
+            Some(if english { "en" } else { "sv" }),
+            "{file:?}"
         );
         assert!(msg.date().is_some());
         assert_eq!(
@@ -294,13 +311,14 @@ fn template_errors_name_file_line_and_column() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("(first on CSV line 2; 12 rows)"),
+        // The three English rows have their own subject.
+        run.stderr.contains("(first on CSV line 2; 9 rows)"),
         "{}",
         run.stderr
     );
     // Only the columns the templates name reach them, but an error lists every column.
     run.expect_stderr(
-        "Available fields: address, affected, confirmed, customer_id, email, name, personnummer",
+        "Available fields: address, affected, confirmed, customer_id, email, language, name, personnummer",
     );
     env.write("templates/subject.txt", "Hej {% if %}");
     let run = env.run(&["preview"]);
