@@ -20,15 +20,29 @@ fn the_error(run: &Run) -> String {
     errors[0].to_string()
 }
 
+/// `check` stops at the relay (exit 1): its `relay FAIL` text.
+#[track_caller]
+fn relay_fails(env: &TestEnv) -> String {
+    let run = env.run(&["check"]);
+    run.expect_code(1);
+    assert_check_fail(&run, "relay")
+}
+
+/// Every one of `wants` is in `text`.
+#[track_caller]
+fn contains_all(text: &str, wants: &[impl AsRef<str>]) {
+    for want in wants {
+        let want = want.as_ref();
+        assert!(text.contains(want), "{want:?} missing in {text:?}");
+    }
+}
+
 /// `send --yes` stops with exit 1 before anything goes out, with `want` in its error line.
 #[track_caller]
 fn send_stops_with(env: &TestEnv, vars: &[(&str, &str)], want: &[&str]) {
     let run = env.run_env(&["send", "--yes"], vars);
     run.expect_code(1);
-    let line = the_error(&run);
-    for w in want {
-        assert!(line.contains(w), "{w:?} missing in {line:?}");
-    }
+    contains_all(&the_error(&run), want);
     assert!(env.events("sent").is_empty(), "{:?}", env.journal());
 }
 
@@ -41,15 +55,16 @@ fn a_login_against_a_relay_without_auth_says_it_offers_none() {
     run.expect_code(1);
     let relay = assert_check_fail(&run, "relay");
     let addr = format!("127.0.0.1:{}", server.port());
-    for want in [
-        addr.as_str(),
-        "offers no login methods",
-        "its EHLO lists no AUTH",
-        "security = \"starttls\"",
-        "auth = \"none\"",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    contains_all(
+        &relay,
+        &[
+            addr.as_str(),
+            "offers no login methods",
+            "its EHLO lists no AUTH",
+            "security = \"starttls\"",
+            "auth = \"none\"",
+        ],
+    );
     assert!(!relay.contains("refused"), "nothing was refused: {relay}");
     assert!(!relay.contains("internal client error"), "{relay}");
     assert_eq!(server.seen("AUTH"), 0, "no AUTH may be tried");
@@ -67,13 +82,14 @@ fn a_login_method_the_relay_does_not_offer_names_those_it_offers() {
     let env = with_login(&server);
     let vars = [(PASSWORD_VAR, "hemligt")];
     let relay = assert_check_fail(&env.run_env(&["check"], &vars), "relay");
-    for want in [
-        "does not offer AUTH PLAIN",
-        "it offers LOGIN",
-        "set auth = \"login\"",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    contains_all(
+        &relay,
+        &[
+            "does not offer AUTH PLAIN",
+            "it offers LOGIN",
+            "set auth = \"login\"",
+        ],
+    );
     // Following the advice works.
     env.set("smtp", "auth", "\"login\"");
     let run = env.run_env(&["check"], &vars);
@@ -115,14 +131,15 @@ fn postfix_offers_no_login_before_starttls() {
     run.expect_code(0);
     let relay = assert_check_ok(&run, "relay");
     let name = format!("mail.{}", crate::support::postfix::DOMAIN);
-    for want in [
-        format!("greeting: \"{name} ESMTP"),
-        format!("EHLO {name}"),
-        "STARTTLS".to_string(),
-        format!("login as {}", postfix.user()),
-    ] {
-        assert!(relay.contains(&want), "{want:?} missing in {relay:?}");
-    }
+    contains_all(
+        &relay,
+        &[
+            format!("greeting: \"{name} ESMTP"),
+            format!("EHLO {name}"),
+            "STARTTLS".to_string(),
+            format!("login as {}", postfix.user()),
+        ],
+    );
 }
 
 #[test]
@@ -180,17 +197,16 @@ fn nothing_listening_says_to_check_the_relay_host_and_port() {
     let port = closed_port();
     let env = TestEnv::example();
     env.relay(port);
-    let run = env.run(&["check"]);
-    run.expect_code(1);
-    let relay = assert_check_fail(&run, "relay");
-    for want in [
-        format!("127.0.0.1:{port}"),
-        "nothing listens there".into(),
-        "is the relay running".into(),
-        "[smtp] host and port".into(),
-    ] {
-        assert!(relay.contains(&want), "{want:?} missing in {relay:?}");
-    }
+    let relay = relay_fails(&env);
+    contains_all(
+        &relay,
+        &[
+            format!("127.0.0.1:{port}"),
+            "nothing listens there".into(),
+            "is the relay running".into(),
+            "[smtp] host and port".into(),
+        ],
+    );
     send_stops_with(
         &env,
         &[],
@@ -204,15 +220,14 @@ fn a_host_name_that_does_not_resolve_is_named() {
     env.relay(closed_port());
     env.set("smtp", "host", "\"nonexistent.invalid\"");
     env.set("smtp", "security", "\"starttls\"");
-    let run = env.run(&["check"]);
-    run.expect_code(1);
-    let relay = assert_check_fail(&run, "relay");
-    for want in [
-        "the host name nonexistent.invalid does not resolve",
-        "[smtp] host spelled right",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    let relay = relay_fails(&env);
+    contains_all(
+        &relay,
+        &[
+            "the host name nonexistent.invalid does not resolve",
+            "[smtp] host spelled right",
+        ],
+    );
 }
 
 #[test]
@@ -224,16 +239,15 @@ fn a_port_that_never_greets_says_so_within_the_timeout() {
     let env = TestEnv::example();
     env.relay(port);
     env.set("smtp", "timeout_secs", "1");
-    let run = env.run(&["check"]);
-    run.expect_code(1);
-    let relay = assert_check_fail(&run, "relay");
-    for want in [
-        "no greeting within 1 s",
-        "is it an SMTP server on that port",
-        "security = \"tls\"",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    let relay = relay_fails(&env);
+    contains_all(
+        &relay,
+        &[
+            "no greeting within 1 s",
+            "is it an SMTP server on that port",
+            "security = \"tls\"",
+        ],
+    );
     drop(listener);
 }
 
@@ -244,15 +258,14 @@ fn implicit_tls_against_a_plain_port_says_which_security_to_set() {
     env.relay(server.port());
     env.set("smtp", "host", "\"localhost\"");
     env.set("smtp", "security", "\"tls\"");
-    let run = env.run(&["check"]);
-    run.expect_code(1);
-    let relay = assert_check_fail(&run, "relay");
-    for want in [
-        "does not speak TLS from the first byte",
-        "security = \"starttls\"",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    let relay = relay_fails(&env);
+    contains_all(
+        &relay,
+        &[
+            "does not speak TLS from the first byte",
+            "security = \"starttls\"",
+        ],
+    );
 }
 
 #[test]
@@ -262,17 +275,14 @@ fn retry_on_a_fresh_journal_says_send_starts_the_pending() {
     env.relay(server.port());
     let run = env.run(&["retry", "--yes"]);
     run.expect_code(0);
-    for want in [
-        "nothing to do (retry takes only failed-transient and unknown recipients)",
-        "0 of 12 sent",
-        "12 pending (never tried: `utskick send` sends them)",
-    ] {
-        assert!(
-            run.stdout.contains(want),
-            "{want:?} missing in\n{}",
-            run.all()
-        );
-    }
+    contains_all(
+        &run.stdout,
+        &[
+            "nothing to do (retry takes only failed-transient and unknown recipients)",
+            "0 of 12 sent",
+            "12 pending (never tried: `utskick send` sends them)",
+        ],
+    );
     assert!(!run.all().contains("already sent"), "{}", run.all());
     assert_eq!(server.connections(), 0);
 }
@@ -290,16 +300,13 @@ fn a_second_send_after_a_refusal_points_to_retry_permanent() {
     env.run(&["send", "--yes"]).expect_code(3);
     let run = env.run(&["send", "--yes"]);
     run.expect_code(0);
-    for want in [
-        "nothing to do: 11 of 12 sent",
-        "1 failed permanently or bounced (correct their addresses in the CSV, then `utskick retry --permanent`)",
-    ] {
-        assert!(
-            run.stdout.contains(want),
-            "{want:?} missing in\n{}",
-            run.all()
-        );
-    }
+    contains_all(
+        &run.stdout,
+        &[
+            "nothing to do: 11 of 12 sent",
+            "1 failed permanently or bounced (correct their addresses in the CSV, then `utskick retry --permanent`)",
+        ],
+    );
 }
 
 /// The example with `[bounces]` pointing at `host:port`, plain IMAP, password in `IMAP_PW`.
@@ -321,13 +328,14 @@ fn bounces_from_an_imap_port_where_nothing_listens_says_what_to_check() {
     let run = env.run_env(&["bounces", "--imap"], &[("IMAP_PW", "hemligt-imap")]);
     run.expect_code(1);
     let line = the_error(&run);
-    for want in [
-        format!("IMAP 127.0.0.1:{port}: cannot connect"),
-        "nothing listens there".into(),
-        "is the IMAP server running, and are [bounces] host and port right?".into(),
-    ] {
-        assert!(line.contains(&want), "{want:?} missing in {line:?}");
-    }
+    contains_all(
+        &line,
+        &[
+            format!("IMAP 127.0.0.1:{port}: cannot connect"),
+            "nothing listens there".into(),
+            "is the IMAP server running, and are [bounces] host and port right?".into(),
+        ],
+    );
 }
 
 #[test]
@@ -336,12 +344,13 @@ fn bounces_from_an_imap_host_that_does_not_resolve_names_it() {
     let run = env.run_env(&["bounces", "--imap"], &[("IMAP_PW", "hemligt-imap")]);
     run.expect_code(1);
     let line = the_error(&run);
-    for want in [
-        "the host name nonexistent.invalid does not resolve",
-        "is [bounces] host spelled right",
-    ] {
-        assert!(line.contains(want), "{want:?} missing in {line:?}");
-    }
+    contains_all(
+        &line,
+        &[
+            "the host name nonexistent.invalid does not resolve",
+            "is [bounces] host spelled right",
+        ],
+    );
 }
 
 #[test]
@@ -366,12 +375,13 @@ fn starttls_against_a_local_sink_without_it_points_to_security_none() {
     env.relay(server.port());
     env.set("smtp", "security", "\"starttls\"");
     let relay = assert_check_fail(&env.run(&["check"]), "relay");
-    for want in [
-        "the relay does not offer STARTTLS",
-        "a local test sink on loopback takes security = \"none\"",
-    ] {
-        assert!(relay.contains(want), "{want:?} missing in {relay:?}");
-    }
+    contains_all(
+        &relay,
+        &[
+            "the relay does not offer STARTTLS",
+            "a local test sink on loopback takes security = \"none\"",
+        ],
+    );
 }
 
 #[test]
