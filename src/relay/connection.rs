@@ -414,15 +414,27 @@ async fn connect_with(
     };
     tracing::debug!(pipelining, "relay features");
     if s.auth != AuthMethod::None {
-        if let Some(reason) = greeting::login_mismatch(s.auth, s.security, auth_offer.as_deref()) {
-            inner.abort().await;
-            return Err(ConnectError::NoLogin { relay, reason });
-        }
         let mechanism = match s.auth {
             AuthMethod::Login => Mechanism::Login,
             AuthMethod::Xoauth2 => Mechanism::Xoauth2,
             _ => Mechanism::Plain,
         };
+        if let Some(reason) = greeting::login_mismatch(s.auth, s.security, auth_offer.as_deref()) {
+            inner.abort().await;
+            return Err(ConnectError::NoLogin { relay, reason });
+        }
+        // lettre reads only `AUTH MECH ...` lines; a relay that offers the mechanism only
+        // in the pre-RFC 4954 form `AUTH=MECH` would get lettre's "no compatible mechanism".
+        if !inner.server_info().supports_auth_mechanism(mechanism) {
+            inner.abort().await;
+            let name = greeting::sasl_name(s.auth);
+            return Err(ConnectError::NoLogin {
+                relay,
+                reason: format!(
+                    "it offers AUTH {name} only in the old form AUTH={name}, which utskick's SMTP library does not read: ask the relay's admin to advertise AUTH {name}"
+                ),
+            });
+        }
         let secret = secret
             .map(|x| x.expose_secret().to_string())
             .unwrap_or_default();

@@ -23,7 +23,13 @@ fn the_error(run: &Run) -> String {
 /// `check` stops at the relay (exit 1): its `relay FAIL` text.
 #[track_caller]
 fn relay_fails(env: &TestEnv) -> String {
-    let run = env.run(&["check"]);
+    relay_fails_with(env, &[])
+}
+
+/// Same, with these environment variables.
+#[track_caller]
+fn relay_fails_with(env: &TestEnv, vars: &[(&str, &str)]) -> String {
+    let run = env.run_env(&["check"], vars);
     run.expect_code(1);
     assert_check_fail(&run, "relay")
 }
@@ -102,6 +108,18 @@ fn a_login_method_the_relay_does_not_offer_names_those_it_offers() {
     let relay = assert_check_fail(&env.run_env(&["check"], &vars), "relay");
     assert!(relay.contains("it offers CRAM-MD5 GSSAPI"), "{relay}");
     assert!(relay.contains("none of which utskick speaks"), "{relay}");
+}
+
+#[test]
+fn a_login_offered_only_as_old_auth_equals_says_so() {
+    let server = SmtpServer::start(ServerOptions::default().extension("AUTH=PLAIN LOGIN"));
+    let env = with_login(&server);
+    let relay = relay_fails_with(&env, &[(PASSWORD_VAR, "hemligt")]);
+    assert!(
+        relay.contains("it offers AUTH PLAIN only in the old form AUTH=PLAIN"),
+        "{relay}"
+    );
+    assert!(!relay.contains("internal client error"), "{relay}");
 }
 
 #[test]
