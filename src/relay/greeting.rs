@@ -20,6 +20,9 @@ const RECORDED: usize = 2048;
 pub(super) struct Recorded {
     inner: Box<dyn AsyncTokioStream>,
     seen: Arc<Mutex<Vec<u8>>>,
+    /// The greeting is whole (or the cap reached): later reads, every reply of the
+    /// connection's life, pass through untouched.
+    done: bool,
 }
 
 impl Recorded {
@@ -31,6 +34,7 @@ impl Recorded {
             Recorded {
                 inner,
                 seen: seen.clone(),
+                done: false,
             },
             seen,
         )
@@ -54,13 +58,16 @@ impl tokio::io::AsyncRead for Recorded {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Ok(mut seen) = this.seen.lock()
-            && seen.len() < RECORDED
-            && !complete(&seen)
-        {
-            let new = &buf.filled()[before..];
-            let room = RECORDED - seen.len();
-            seen.extend_from_slice(&new[..new.len().min(room)]);
+        if !this.done {
+            match this.seen.lock() {
+                Ok(mut seen) => {
+                    let new = &buf.filled()[before..];
+                    let room = RECORDED - seen.len();
+                    seen.extend_from_slice(&new[..new.len().min(room)]);
+                    this.done = seen.len() >= RECORDED || complete(&seen);
+                }
+                Err(_) => this.done = true,
+            }
         }
         polled
     }
