@@ -42,8 +42,8 @@ pub enum Selection {
     },
     /// `send --test-to`: the first N recipients' messages, to one address.
     Test {
-        /// The test address.
-        to: String,
+        /// The test address, checked and parsed once for the run.
+        to: lettre::Address,
     },
 }
 
@@ -100,6 +100,9 @@ pub fn run_send(config: Config, args: &SendArgs, out: &Output) -> Result<ExitCod
         Some(to) => {
             let to = crate::recipients::normalize_email(to)
                 .map_err(|e| Fail::Input(anyhow!("--test-to: {e}")))?;
+            let to = to.parse::<lettre::Address>().map_err(|e| {
+                Fail::Input(anyhow!("--test-to: {to:?} is not a valid address ({e})"))
+            })?;
             Selection::Test { to }
         }
         None => Selection::Send,
