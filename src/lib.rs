@@ -6,6 +6,7 @@ pub mod bounces;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod deliverability;
 pub mod dsn;
 pub mod exit_codes;
 pub mod imap;
