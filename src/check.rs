@@ -9,7 +9,7 @@ use crate::exit_codes::ExitCode;
 use crate::journal::{Journal, State};
 use crate::mailing::Mailing;
 use crate::output::Output;
-use crate::{Fail, relay, send};
+use crate::{Fail, relay};
 
 fn line(out: &Output, step: &str, ok: bool, text: &str) {
     let mark = if ok { "ok  " } else { "FAIL" };
@@ -127,7 +127,7 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             input_ok = false;
         }
     }
-    let settings = match send::relay_settings(&mailing.config) {
+    let settings = match relay::relay_settings(&mailing.config) {
         Ok(s) => {
             if mailing.config.smtp.auth != AuthMethod::None {
                 line(out, "secret", true, "read (not shown)");

@@ -20,27 +20,62 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Example:\n  utskick init nektab-2023-10 && cd nektab-2023-10\n  utskick preview && utskick check\n  utskick send --test-to me@example.se && utskick send\n\nEvery command has an example in its --help, e.g. utskick send --help."
 )]
 pub struct Cli {
-    /// The config file; paths inside it are relative to its folder.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        value_name = "PATH",
-        default_value = "config.toml"
-    )]
-    pub config: PathBuf,
-
-    /// Print less: only errors and the final summary.
-    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Print more (-v: each delivery; -vv: the SMTP dialogue, secrets redacted).
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    /// Options given before the command.
+    #[command(flatten)]
+    pub before: Common,
 
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options of the commands that read a mailing's config: accepted before the command
+/// (`utskick -v send`) and after it (`utskick send -v`), and shown only where they mean
+/// something (not on `init`, `completions` or `man`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Common {
+    /// The config file (default: config.toml); paths inside it are relative to its folder.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print less: only errors and the final summary.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more (-v: each delivery; -vv: the SMTP dialogue, secrets redacted).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// The options in force: those after the command win over those before it.
+    pub fn common(&self) -> Common {
+        let after = match &self.command {
+            Command::Preview(a) => Some(&a.common),
+            Command::Check(a) => Some(&a.common),
+            Command::Send(a) => Some(&a.common),
+            Command::Status(a) => Some(&a.common),
+            Command::Bounces(a) => Some(&a.common),
+            Command::Retry(a) => Some(&a.common),
+            Command::Init(_) | Command::Completions(_) | Command::Man(_) => None,
+        };
+        let before = &self.before;
+        match after {
+            None => before.clone(),
+            Some(after) => Common {
+                config: after.config.clone().or_else(|| before.config.clone()),
+                quiet: after.quiet || before.quiet,
+                verbose: after.verbose.saturating_add(before.verbose),
+            },
+        }
+    }
+
+    /// The config file in force.
+    pub fn config_path(&self) -> PathBuf {
+        self.common()
+            .config
+            .unwrap_or_else(|| PathBuf::from("config.toml"))
+    }
 }
 
 /// The commands, in the order an operator uses them.
@@ -58,7 +93,7 @@ pub enum Command {
 
     /// Preflight, then connect and log in to the relay without sending.
     #[command(after_help = "Example:\n  UTSKICK_SMTP_PASSWORD=... utskick check")]
-    Check,
+    Check(CheckArgs),
 
     /// Deliver the notice to every recipient not yet sent.
     #[command(
@@ -88,9 +123,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  utskick completions bash > /etc/bash_completion.d/utskick")]
     Completions(CompletionsArgs),
 
-    /// Print the man page (roff).
-    #[command(after_help = "Example:\n  utskick man > utskick.1 && man ./utskick.1")]
-    Man,
+    /// Print the man page (roff), or write one page per command into a folder.
+    #[command(
+        after_help = "Examples:\n  utskick man | man -l -\n  utskick man --dir /usr/local/share/man/man1   # utskick.1, utskick-send.1, ..."
+    )]
+    Man(ManArgs),
 }
 
 /// `init [DIR]`
@@ -104,6 +141,9 @@ pub struct InitArgs {
 /// `preview`
 #[derive(Debug, Args)]
 pub struct PreviewArgs {
+    #[command(flatten)]
+    pub common: Common,
+
     /// Where to write the messages (default: preview/ beside the config).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -120,6 +160,9 @@ pub struct PreviewArgs {
 /// `send`
 #[derive(Debug, Args)]
 pub struct SendArgs {
+    #[command(flatten)]
+    pub common: Common,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -144,6 +187,9 @@ pub struct SendArgs {
 /// `retry`
 #[derive(Debug, Args)]
 pub struct RetryArgs {
+    #[command(flatten)]
+    pub common: Common,
+
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -160,6 +206,9 @@ pub struct RetryArgs {
 /// `status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+
     /// Write every recipient not delivered, with all CSV columns, to PATH (for letters).
     #[arg(long, value_name = "PATH")]
     pub failed_csv: Option<PathBuf>,
@@ -176,6 +225,9 @@ pub struct StatusArgs {
 /// `bounces`
 #[derive(Debug, Args)]
 pub struct BouncesArgs {
+    #[command(flatten)]
+    pub common: Common,
+
     /// mbox files, Maildirs or folders of .eml files.
     #[arg(value_name = "SOURCE", required_unless_present = "imap")]
     pub sources: Vec<PathBuf>,
@@ -187,6 +239,22 @@ pub struct BouncesArgs {
     /// With --imap: move the processed reports into FOLDER (read-only otherwise).
     #[arg(long, value_name = "FOLDER", requires = "imap")]
     pub move_to: Option<String>,
+}
+
+/// `check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `man`
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write utskick.1 and one page per command (utskick-send.1, ...) into DIR instead of
+    /// printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `completions SHELL`

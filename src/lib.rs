@@ -7,12 +7,9 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deliverability;
-pub mod dsn;
 pub mod exit_codes;
-pub mod imap;
 pub mod init;
 pub mod journal;
-pub mod mailbox;
 pub mod mailing;
 pub mod message;
 pub mod output;
@@ -25,6 +22,7 @@ pub mod render;
 pub mod secrets;
 pub mod send;
 pub mod status;
+pub mod text;
 pub mod tls;
 
 use clap::CommandFactory;
@@ -108,8 +106,9 @@ pub fn run(cli: Cli) -> ExitCode {
     // Before the first hash map: see `ThreadSeeds`. Fails only if a map was made already,
     // and then the default source stays, which is merely slower.
     let _ = ahash::random_state::set_random_source(ThreadSeeds);
-    let out = Output::new(cli.quiet, cli.verbose);
-    init_tracing(cli.verbose, out.color);
+    let common = cli.common();
+    let out = Output::new(common.quiet, common.verbose);
+    init_tracing(common.verbose, out.color);
     match dispatch(cli, &out) {
         Ok(code) => code,
         Err(fail) => {
@@ -149,26 +148,65 @@ fn init_tracing(verbose: u8, color: bool) {
 }
 
 fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
-    let load = || Config::load(&cli.config).input();
+    let config = cli.config_path();
+    let load = || Config::load(&config).input();
     match &cli.command {
         Command::Preview(args) => preview::run(load()?, args, out),
         Command::Send(args) => send::run_send(load()?, args, out),
         Command::Retry(args) => send::run_retry(load()?, args, out),
         Command::Status(args) => status::run(load()?, args, out),
         Command::Bounces(args) => bounces::run(load()?, args, out),
-        Command::Check => check::run(&cli.config, out),
+        Command::Check(_) => check::run(&config, out),
         Command::Init(args) => init::run(&args.dir, out),
         Command::Completions(args) => {
             let mut buf = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "utskick", &mut buf);
             write_stdout(&buf)
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut buf)
-                .map_err(|e| Fail::Fatal(anyhow::anyhow!("cannot render the man page: {e}")))?;
-            write_stdout(&buf)
-        }
+        Command::Man(args) => match &args.dir {
+            None => write_stdout(&man_page(Cli::command())?),
+            Some(dir) => write_man_pages(dir, out),
+        },
     }
+}
+
+/// One command's man page (roff).
+fn man_page(command: clap::Command) -> Result<Vec<u8>, Fail> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut buf)
+        .map_err(|e| Fail::Fatal(anyhow::anyhow!("cannot render the man page: {e}")))?;
+    Ok(buf)
+}
+
+/// `utskick.1` and one page per command (`utskick-send.1`, ...), which the main page's list
+/// of commands refers to.
+fn write_man_pages(dir: &std::path::Path, out: &Output) -> Result<ExitCode, Fail> {
+    use anyhow::Context;
+    let mut root = Cli::command();
+    // Built, so that each command carries the name the main page lists it under
+    // (utskick-send).
+    root.build();
+    let mut pages = vec![("utskick.1".to_string(), root.clone())];
+    for sub in root.get_subcommands() {
+        let name = sub
+            .get_display_name()
+            .map_or_else(|| format!("utskick-{}", sub.get_name()), str::to_string);
+        pages.push((format!("{name}.1"), sub.clone()));
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+        .fatal()?;
+    for (file, command) in &pages {
+        let path = dir.join(file);
+        std::fs::write(&path, man_page(command.clone())?)
+            .with_context(|| format!("cannot write {}", path.display()))
+            .fatal()?;
+    }
+    out.info(&format!(
+        "wrote utskick.1 and {} command pages to {}",
+        pages.len() - 1,
+        dir.display()
+    ));
+    Ok(ExitCode::Success)
 }

@@ -59,7 +59,9 @@ impl Preflight {
     pub fn error_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.scan.errors.iter().map(Diagnostic::to_string).collect();
         let shown_errors = self.scan.errors.len() as u64;
-        if self.scan.invalid > shown_errors && shown_errors >= 10_000 {
+        if self.scan.invalid > shown_errors
+            && shown_errors >= crate::recipients::MAX_KEPT_DIAGNOSTICS as u64
+        {
             lines.push(format!(
                 "... and {} more invalid rows",
                 self.scan.invalid - shown_errors

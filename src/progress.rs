@@ -25,6 +25,9 @@ pub struct Progress {
     start: Instant,
     inner: Mutex<Inner>,
     out: Output,
+    /// The period the rate was configured per (`30/min`: a minute), to show the measured
+    /// rate in the operator's unit.
+    rate_per: Duration,
 }
 
 impl Progress {
@@ -32,10 +35,9 @@ impl Progress {
     pub fn new(total: u64, out: &Output) -> Progress {
         let bar = (out.terminal && !out.quiet).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} {msg} {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style =
+                ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar
         });
@@ -49,7 +51,20 @@ impl Progress {
                 last_plain: Instant::now(),
             }),
             out: *out,
+            rate_per: Duration::from_secs(1),
         }
+    }
+
+    /// Shows the measured rate per `per` (the configured rate's period).
+    pub fn with_rate_per(mut self, per: Duration) -> Progress {
+        self.rate_per = per;
+        self
+    }
+
+    /// The measured rate, in the configured unit.
+    fn rate(&self, done: u64) -> String {
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        shown_rate(done as f64 / secs, self.rate_per)
     }
 
     fn update(&self, f: impl FnOnce(&mut Inner)) {
@@ -62,17 +77,18 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             bar.set_message(format!(
-                "sent {} failed {} remaining {remaining}",
-                inner.sent, inner.failed
+                "sent {} failed {} remaining {remaining} {}",
+                inner.sent,
+                inner.failed,
+                self.rate(done)
             ));
         } else if !self.out.quiet && inner.last_plain.elapsed() >= PLAIN_EVERY {
             inner.last_plain = Instant::now();
-            let secs = self.start.elapsed().as_secs_f64().max(0.001);
             eprintln!(
-                "progress: sent {}, failed {}, remaining {remaining}, {:.1}/s",
+                "progress: sent {}, failed {}, remaining {remaining}, {}",
                 inner.sent,
                 inner.failed,
-                done as f64 / secs
+                self.rate(done)
             );
         }
     }
@@ -111,5 +127,41 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A rate of `per_second` shown per `per` (the unit the operator configured: `31/min`, not
+/// `0.5295/s`), whole where it is at least 10, else with one decimal.
+fn shown_rate(per_second: f64, per: Duration) -> String {
+    let unit = match per.as_secs() {
+        60 => "min",
+        3600 => "h",
+        _ => "s",
+    };
+    let n = match unit {
+        "min" => per_second * 60.0,
+        "h" => per_second * 3600.0,
+        _ => per_second,
+    };
+    if n >= 10.0 {
+        format!("{n:.0}/{unit}")
+    } else {
+        format!("{n:.1}/{unit}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_is_shown_in_the_configured_unit() {
+        let min = Duration::from_secs(60);
+        assert_eq!(shown_rate(0.5295, min), "32/min");
+        assert_eq!(shown_rate(0.5, min), "30/min");
+        assert_eq!(shown_rate(0.1, min), "6.0/min");
+        assert_eq!(shown_rate(0.0277, Duration::from_secs(3600)), "100/h");
+        assert_eq!(shown_rate(412.7, Duration::from_secs(1)), "413/s");
+        assert_eq!(shown_rate(2.25, Duration::from_secs(1)), "2.2/s");
     }
 }

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = utskick::dsn::parse(data);
+    let _ = utskick::bounces::report::parse(data);
 });

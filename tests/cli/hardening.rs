@@ -484,7 +484,7 @@ fn config_wrong_type_missing_section_unknown_key_zero_rate() {
         &env,
         &server,
         &[&format!(
-            "error: config.toml:{line}: invalid type: string \"2\", expected u64 (in: timeout_secs = \"2\")"
+            "error: config.toml:{line}: [smtp] timeout_secs: invalid type: string \"2\", expected u64"
         )],
     );
 
@@ -522,7 +522,7 @@ fn config_wrong_type_missing_section_unknown_key_zero_rate() {
         &env,
         &server,
         &[&format!(
-            "error: config.toml:{line}: [sending]: rate \"0/min\" would never send anything: use at least 1"
+            "error: config.toml:{line}: [sending] rate: \"0/min\" would never send anything: use at least 1"
         )],
     );
 

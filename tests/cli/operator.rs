@@ -532,6 +532,69 @@ fn man_page_is_roff() {
     }
 }
 
+#[test]
+fn man_dir_writes_every_page_the_main_page_refers_to() {
+    let env = TestEnv::empty();
+    let run = env.run(&["man", "--dir", "man1"]);
+    run.expect_code(0);
+    let main = env.read("man1/utskick.1");
+    let mut referred: Vec<String> = main
+        .split("utskick\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name.to_string()))
+        .collect();
+    referred.sort();
+    referred.dedup();
+    assert!(referred.len() >= 9, "{referred:?}\n{main}");
+    for name in &referred {
+        let page = env.read(&format!("man1/utskick-{name}.1"));
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH utskick-"),
+            "{name}: {page}"
+        );
+        assert!(page.contains(".SH NAME"), "{name}");
+    }
+    let written = std::fs::read_dir(env.path("man1")).expect("man1").count();
+    assert_eq!(written, referred.len() + 1, "{referred:?}");
+}
+
+#[test]
+fn global_options_show_only_where_they_mean_something() {
+    let env = TestEnv::example();
+    for command in ["init", "completions", "man"] {
+        let run = env.run(&[command, "--help"]);
+        run.expect_code(0);
+        for option in ["--verbose", "--quiet", "--config"] {
+            assert!(
+                !run.stdout.contains(option),
+                "`{command} --help` shows {option}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    for command in ["preview", "check", "send", "retry", "status", "bounces"] {
+        let run = env.run(&[command, "--help"]);
+        run.expect_code(0);
+        for option in ["--verbose", "--quiet", "--config"] {
+            assert!(
+                run.stdout.contains(option),
+                "`{command} --help` lacks {option}"
+            );
+        }
+    }
+    // Before the command, as the contract writes it, and after it, as operators type it.
+    env.run(&["--config", "missing.toml", "preview"])
+        .expect_code(2)
+        .expect_stderr("config missing.toml not found");
+    env.run(&["preview", "--config", "missing.toml"])
+        .expect_code(2)
+        .expect_stderr("config missing.toml not found");
+    env.run(&["init", "-v", "x"]).expect_code(2);
+    let quiet = env.run(&["preview", "-q"]);
+    quiet.expect_code(0);
+    assert!(!quiet.stderr.contains("warning"), "{}", quiet.stderr);
+}
+
 // ----- output ------------------------------------------------------------------------
 
 #[test]

@@ -19,7 +19,11 @@ pub fn unavailable<T>(reason: &str) -> Option<T> {
     if in_ci() {
         panic!("CI is set, so this test may not be skipped: {reason}");
     }
-    eprintln!("skipped: {reason}");
+    // Written past the test harness's capture (which `eprintln!` goes through), so that the
+    // skip shows in `cargo test`'s output although the test passes.
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {reason}");
     None
 }
 

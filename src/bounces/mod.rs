@@ -19,12 +19,16 @@ use anyhow::anyhow;
 
 use crate::cli::BouncesArgs;
 use crate::config::Config;
-use crate::dsn::{self, BounceClass, BounceRecipient, Report, ReportKind};
 use crate::exit_codes::ExitCode;
-use crate::imap;
 use crate::journal::{self, Class, Event, Journal, State, Writer};
 use crate::output::Output;
-use crate::{Fail, ResultExt, mailbox, secrets};
+use crate::{Fail, ResultExt, secrets};
+
+pub mod imap;
+pub mod mailbox;
+pub mod report;
+
+use report::{BounceRecipient, Report, ReportKind};
 
 /// One message to read, from a file or the IMAP folder.
 struct Item {
@@ -129,16 +133,11 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
         None
     };
 
-    // Local sources first: an unreadable one is bad input, before anything is locked.
-    let mut items = Vec::new();
+    // Local sources are opened and listed first: one that cannot be is bad input, before
+    // anything is locked. Their messages are read one at a time below.
+    let mut sources = Vec::new();
     for source in &args.sources {
-        let found = mailbox::read_source(source).input()?;
-        out.detail(&format!("{}: {} messages", source.display(), found.len()));
-        items.extend(found.into_iter().map(|m| Item {
-            label: m.label,
-            raw: m.raw,
-            uid: None,
-        }));
+        sources.push(mailbox::open(source).input()?);
     }
 
     let journal_path = config.journal.path.clone();
@@ -162,6 +161,7 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
         )));
     }
 
+    let mut items = Vec::new();
     let mut imap_session = None;
     let runtime = match imap_settings {
         None => None,
@@ -205,16 +205,37 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
     let mut booker = Booker::new(&config, &journal);
     let mut tickets = Vec::new();
     let mut processed_uids = Vec::new();
-    for item in &items {
-        let report = dsn::parse(&item.raw);
-        let (events, processed) = booker.read(&report, &item.label, out);
+    let mut unreadable = Vec::new();
+    let mut book = |label: &str, raw: &[u8], uid: Option<u32>| {
+        let report = report::parse(raw);
+        let (events, processed) = booker.read(&report, label, out);
         for event in events {
             tickets.push(writer.append(&event));
         }
-        if processed && let Some(uid) = item.uid {
+        if processed && let Some(uid) = uid {
             processed_uids.push(uid);
         }
+    };
+    for source in sources {
+        let path = source.path().display().to_string();
+        let mut count = 0u64;
+        for message in source.messages() {
+            match message {
+                Ok(m) => {
+                    count += 1;
+                    book(&m.label, &m.raw, None);
+                }
+                // One unreadable message does not stop the others; the run ends with
+                // every such error listed.
+                Err(e) => unreadable.push(format!("{e:#}")),
+            }
+        }
+        out.detail(&format!("{path}: {count} messages"));
     }
+    for item in &items {
+        book(&item.label, &item.raw, item.uid);
+    }
+    drop(items);
     // Everything booked is durable before any report moves.
     let mut write_error = None;
     for ticket in tickets {
@@ -252,6 +273,13 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
     }
 
     out.summary(&booker.tally.summary());
+    if !unreadable.is_empty() {
+        return Err(Fail::Input(anyhow!(
+            "{} messages could not be read (the others are booked):\n{}",
+            unreadable.len(),
+            unreadable.join("\n")
+        )));
+    }
     move_result.map_err(|e| match e {
         Fail::Fatal(e) => Fail::Fatal(e.context("the reports are booked, but not moved")),
         other => other,
@@ -465,19 +493,18 @@ impl<'a> Booker<'a> {
             .get(key)
             .map(|r| r.message_id.clone())
             .unwrap_or_default();
-        let class = match rcpt.class {
-            BounceClass::Permanent => {
+        let class = rcpt.class;
+        match class {
+            Class::Permanent => {
                 self.tally.booked += 1;
                 self.now_bounced.insert(key.to_string());
                 out.detail(&format!("{what}: key {key} bounced"));
-                Class::Permanent
             }
-            BounceClass::Transient => {
+            Class::Transient => {
                 self.tally.delays += 1;
                 out.detail(&format!("{what}: key {key} delayed (no state change)"));
-                Class::Transient
             }
-        };
+        }
         self.booked.insert(seen);
         Some(Event::Bounced {
             ts: journal::now(),
@@ -540,9 +567,9 @@ mod tests {
                     action: "failed".into(),
                     diagnostic: "550 no".into(),
                     class: if status.starts_with('4') {
-                        BounceClass::Transient
+                        Class::Transient
                     } else {
-                        BounceClass::Permanent
+                        Class::Permanent
                     },
                 })
                 .collect(),

@@ -3,13 +3,18 @@
 //! Bounces pile up in whatever the operator's mail setup keeps: an mbox file exported from
 //! a mail client, a Maildir on the server, or a folder of `.eml` files saved one by one.
 //! This module turns any of them into raw messages, each with a label that tells the
-//! operator where to find it again, for [`crate::dsn::parse`] to read. (IMAP mailboxes are
+//! operator where to find it again, for [`crate::bounces::report::parse`] to read. (IMAP mailboxes are
 //! fetched elsewhere.)
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use mail_parser::mailbox::mbox;
+
+/// Read-ahead of an mbox file; a message is handed on as soon as its last line is read.
+const MBOX_BUFFER: usize = 256 * 1024;
 
 /// One raw message and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,110 +26,235 @@ pub struct MailItem {
     pub raw: Vec<u8>,
 }
 
-/// Reads every message of a source: a Maildir (a folder with `cur/` or `new/`, or one of
-/// those two alone), a folder of `.eml` files, an mbox file (one that starts with `From `), or any other file as one
-/// message. Messages come in a stable order: Maildir `new/` then `cur/`, each sorted by
-/// file name; `.eml` files sorted by name; an mbox in file order.
-pub fn read_source(path: &Path) -> Result<Vec<MailItem>> {
+/// A local source, opened and listed but not read yet: the messages come one at a time
+/// from [`Source::messages`], so that memory holds one message, not the mailbox.
+pub struct Source {
+    path: PathBuf,
+    kind: SourceKind,
+}
+
+enum SourceKind {
+    /// An mbox file, positioned at its start.
+    Mbox(BufReader<File>),
+    /// Files each holding one message, in reading order.
+    Files(Vec<PathBuf>),
+    /// One file given on its own that is no mbox: one message, none when it is empty.
+    Single(PathBuf),
+}
+
+/// Opens a source: a Maildir (a folder with `cur/` or `new/`, or one of those two alone),
+/// a folder of `.eml` files, an mbox file (one that starts with `From `), or any other
+/// file as one message. Messages come in a stable order: Maildir `new/` then `cur/`, each
+/// sorted by file name; `.eml` files sorted by name; an mbox in file order. A source that
+/// cannot be opened or listed is an error naming it.
+///
+/// mail-parser's own Maildir iterator is not used: it needs both `cur/` and `new/`, yields
+/// files in the folder's arbitrary order (cur/ first), and skips names that are not UTF-8;
+/// here the order is stable from run to run, so labels and booking order are too. Each
+/// file is read only when its turn comes.
+pub fn open(path: &Path) -> Result<Source> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.is_dir() {
-        if path.join("cur").is_dir() || path.join("new").is_dir() {
-            read_maildir(path)
+    let kind = if meta.is_dir() {
+        let files = if path.join("cur").is_dir() || path.join("new").is_dir() {
+            maildir_files(path)?
         } else if is_maildir_subfolder(path) {
             // `Maildir/new` given on its own: every file in it is a message.
             sorted_files(path, |_| true)?
-                .iter()
-                .map(|file| read_item(file))
-                .collect()
         } else {
-            read_eml_folder(path)
-        }
+            let is_eml = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
+            sorted_files(path, is_eml)?
+        };
+        SourceKind::Files(files)
     } else {
-        let raw = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if raw.starts_with(b"From ") {
-            Ok(split_mbox(&raw)
-                .into_iter()
-                .enumerate()
-                .map(|(i, raw)| MailItem {
-                    label: format!("{}#{}", path.display(), i + 1),
-                    raw,
-                })
-                .collect())
-        } else if raw.is_empty() {
-            Ok(Vec::new())
+        let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = BufReader::with_capacity(MBOX_BUFFER, file);
+        let head = reader
+            .fill_buf()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if head.starts_with(b"From ") {
+            SourceKind::Mbox(reader)
         } else {
-            Ok(vec![MailItem {
-                label: path.display().to_string(),
-                raw,
-            }])
+            SourceKind::Single(path.to_path_buf())
+        }
+    };
+    Ok(Source {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+impl Source {
+    /// The path given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The messages, one at a time. A message that cannot be read is an error naming its
+    /// file; an mbox ends at its first read error.
+    pub fn messages(self) -> Box<dyn Iterator<Item = Result<MailItem>>> {
+        match self.kind {
+            SourceKind::Mbox(reader) => Box::new(MboxMessages {
+                label: self.path.display().to_string(),
+                inner: mbox::MessageIterator::new(UnquotedFromLines::new(reader)),
+                count: 0,
+                failed: false,
+            }),
+            SourceKind::Files(files) => Box::new(files.into_iter().map(|file| read_item(&file))),
+            SourceKind::Single(file) => Box::new(
+                std::iter::once(read_item(&file))
+                    .filter(|item| item.as_ref().map_or(true, |i| !i.raw.is_empty())),
+            ),
         }
     }
 }
 
-/// The messages of an mbox file (mboxrd or mboxo): a message starts at a line beginning
-/// `From ` at the start of the file or after a blank line. The `From ` line is left out, so
-/// is the blank line that separates a message from the next, and `>From `, `>>From `, ...
-/// lines lose one `>`. Messages with nothing but white space are skipped.
-pub fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut messages = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    let mut previous_blank = true;
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if previous_blank && line.starts_with(b"From ") {
-            if let Some(message) = current.take() {
-                push_message(&mut messages, message);
+/// Every message of a source at once (for tests and small sources).
+#[cfg(test)]
+pub fn read_source(path: &Path) -> Result<Vec<MailItem>> {
+    open(path)?.messages().collect()
+}
+
+/// The messages of an mbox file, read by mail-parser's mbox iterator (mboxrd: `>From `,
+/// `>>From `, ... lose one `>`), with two rules of ours on top: a message starts only at a
+/// `From ` line at the start of the file or after a blank line (see
+/// [`UnquotedFromLines`]), and the blank line that separates a message from the next is not
+/// part of it. Messages with nothing but white space are skipped.
+struct MboxMessages<R: BufRead> {
+    label: String,
+    inner: mbox::MessageIterator<UnquotedFromLines<R>>,
+    /// Messages handed on so far: the next one's number is `count + 1`.
+    count: usize,
+    failed: bool,
+}
+
+impl<R: BufRead> Iterator for MboxMessages<R> {
+    type Item = Result<MailItem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.inner.next()? {
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e).with_context(|| {
+                        format!("cannot read {} after message {}", self.label, self.count)
+                    }));
+                }
+                Ok(message) => {
+                    let mut raw = message.unwrap_contents();
+                    drop_separator_line(&mut raw);
+                    if raw.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    self.count += 1;
+                    return Some(Ok(MailItem {
+                        label: format!("{}#{}", self.label, self.count),
+                        raw,
+                    }));
+                }
             }
-            current = Some(Vec::new());
-            previous_blank = false;
-            continue;
         }
-        previous_blank = matches!(line, b"\n" | b"\r\n");
-        if let Some(message) = current.as_mut() {
-            message.extend_from_slice(unescape_from(line));
-        }
-    }
-    if let Some(message) = current {
-        push_message(&mut messages, message);
-    }
-    messages
-}
-
-/// `>From ` → `From `, `>>From ` → `>From `: mboxrd's quoting undone.
-fn unescape_from(line: &[u8]) -> &[u8] {
-    let quotes = line.iter().take_while(|&&b| b == b'>').count();
-    if quotes > 0 && line[quotes..].starts_with(b"From ") {
-        &line[1..]
-    } else {
-        line
     }
 }
 
-/// Drops the blank line that separates messages, then keeps the message unless it is empty.
-fn push_message(messages: &mut Vec<Vec<u8>>, mut message: Vec<u8>) {
+/// Drops the blank line that separates a message from the next.
+fn drop_separator_line(message: &mut Vec<u8>) {
     if message.ends_with(b"\n\n") || message.ends_with(b"\n\r\n") {
         message.pop();
         if message.last() == Some(&b'\r') {
             message.pop();
         }
     }
-    if !message.iter().all(u8::is_ascii_whitespace) {
-        messages.push(message);
+}
+
+/// Hands an mbox on line by line, quoting (`>From `) every `From ` line that does not
+/// follow a blank line. mail-parser takes any `From ` line for the start of a message,
+/// but writers that do not quote (mboxo, some exports) leave such lines in bodies, where
+/// they follow text; quoted here, mail-parser un-quotes them back into the body. Only one
+/// line is held at a time.
+struct UnquotedFromLines<R> {
+    inner: R,
+    line: Vec<u8>,
+    pos: usize,
+    previous_blank: bool,
+}
+
+impl<R: BufRead> UnquotedFromLines<R> {
+    fn new(inner: R) -> UnquotedFromLines<R> {
+        UnquotedFromLines {
+            inner,
+            line: Vec::new(),
+            pos: 0,
+            previous_blank: true,
+        }
     }
 }
 
+impl<R: BufRead> BufRead for UnquotedFromLines<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.line.len() {
+            self.line.clear();
+            self.pos = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? > 0 {
+                if !self.previous_blank && self.line.starts_with(b"From ") {
+                    self.line.insert(0, b'>');
+                }
+                self.previous_blank = matches!(self.line.as_slice(), b"\n" | b"\r\n");
+            }
+        }
+        Ok(&self.line[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.line.len());
+    }
+}
+
+impl<R: BufRead> Read for UnquotedFromLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The messages of an mbox held in memory (for tests).
+#[cfg(test)]
+fn split_mbox(data: &[u8]) -> Vec<Vec<u8>> {
+    let messages = MboxMessages {
+        label: String::new(),
+        inner: mbox::MessageIterator::new(UnquotedFromLines::new(data)),
+        count: 0,
+        failed: false,
+    };
+    messages
+        .map(|m| m.map(|m| m.raw))
+        .collect::<Result<_>>()
+        .unwrap_or_default()
+}
+
+fn read_item(file: &Path) -> Result<MailItem> {
+    let raw = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(MailItem {
+        label: file.display().to_string(),
+        raw,
+    })
+}
+
 /// `new/` then `cur/` (`tmp/` holds deliveries still being written), each sorted by name.
-fn read_maildir(path: &Path) -> Result<Vec<MailItem>> {
-    let mut items = Vec::new();
+fn maildir_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     for sub in ["new", "cur"] {
         let dir = path.join(sub);
-        if !dir.is_dir() {
-            continue;
-        }
-        for file in sorted_files(&dir, |_| true)? {
-            items.push(read_item(&file)?);
+        if dir.is_dir() {
+            files.extend(sorted_files(&dir, |_| true)?);
         }
     }
-    Ok(items)
+    Ok(files)
 }
 
 /// `new/` or `cur/` of a Maildir.
@@ -132,16 +262,6 @@ fn is_maildir_subfolder(path: &Path) -> bool {
     let named = path.file_name().is_some_and(|n| n == "new" || n == "cur");
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     named && parent.is_some_and(|p| p.join("cur").is_dir() && p.join("new").is_dir())
-}
-
-/// The `.eml` files of a folder (any case of the extension), sorted by name; other files
-/// and sub-folders are skipped.
-fn read_eml_folder(path: &Path) -> Result<Vec<MailItem>> {
-    let is_eml = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"));
-    sorted_files(path, is_eml)?
-        .iter()
-        .map(|file| read_item(file))
-        .collect()
 }
 
 /// The regular files of a folder whose path passes `keep`, hidden files left out, sorted
@@ -161,14 +281,6 @@ fn sorted_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>
     }
     files.sort();
     Ok(files)
-}
-
-fn read_item(file: &Path) -> Result<MailItem> {
-    let raw = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(MailItem {
-        label: file.display().to_string(),
-        raw,
-    })
 }
 
 #[cfg(test)]

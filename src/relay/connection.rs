@@ -1,277 +1,20 @@
-//! The company's SMTP relay: connecting (TLS, login), one delivery at a time on a
-//! connection, and what a reply means.
-//!
-//! We drive lettre's `AsyncSmtpConnection` command by command instead of its pooled
-//! transport, for three reasons: every step gets its own timeout (lettre's covers only
-//! connecting); after a timeout or I/O error the connection is dropped, never reused with a
-//! half-finished transaction; and we know whether DATA had gone out when a connection
-//! broke, which decides between `failed-transient` (retry) and `unknown` (do not).
-//!
-//! Where the relay offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out in one write
-//! and their three replies are read in order: one round trip a message instead of three.
+//! One connection to the relay: opening it (TCP, TLS or STARTTLS, EHLO, login) and one
+//! transaction at a time on it, each step under the timeout.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::config::{AuthMethod, Config, Security};
-
-/// What it takes to open a connection.
-#[derive(Clone)]
-pub struct Settings {
-    host: String,
-    port: u16,
-    security: Security,
-    auth: AuthMethod,
-    username: String,
-    secret: Option<SecretString>,
-    /// Timeout for each step.
-    pub timeout: Duration,
-    tls: Option<TlsParameters>,
-    implicit: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
-    helo: ClientId,
-    /// The envelope sender (bounces come back here).
-    pub from: Address,
-}
-
-impl Settings {
-    /// From the config and the secret read for it. Reading `ca_file` may fail (bad input).
-    pub fn new(config: &Config, secret: Option<SecretString>) -> Result<Settings> {
-        let smtp = &config.smtp;
-        let tls = match smtp.security {
-            Security::None | Security::Tls => None,
-            Security::StartTls => {
-                let mut builder = TlsParameters::builder(smtp.host.clone());
-                if let Some(ca) = &smtp.ca_file {
-                    let pem = std::fs::read(ca)
-                        .with_context(|| format!("cannot read [smtp] ca_file {}", ca.display()))?;
-                    let cert = Certificate::from_pem(&pem).map_err(|e| {
-                        anyhow::anyhow!(
-                            "[smtp] ca_file {} is not a PEM certificate: {e}",
-                            ca.display()
-                        )
-                    })?;
-                    builder = builder.add_root_certificate(cert);
-                }
-                Some(
-                    builder
-                        .build_rustls()
-                        .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?,
-                )
-            }
-        };
-        let helo = match &smtp.helo_name {
-            Some(h) => ClientId::Domain(h.clone()),
-            None => local_client_id(),
-        };
-        let implicit = match smtp.security {
-            Security::Tls => Some(crate::tls::client_config(
-                smtp.ca_file.as_deref(),
-                "[smtp] ca_file",
-            )?),
-            _ => None,
-        };
-        Ok(Settings {
-            implicit,
-            host: smtp.host.clone(),
-            port: smtp.port,
-            security: smtp.security,
-            auth: smtp.auth,
-            username: smtp.username.clone().unwrap_or_default(),
-            secret,
-            timeout: smtp.timeout,
-            tls,
-            helo,
-            from: config.sender.from.email.clone(),
-        })
-    }
-
-    /// `host:port`.
-    pub fn relay(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-fn local_client_id() -> ClientId {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end])
-            && !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return ClientId::Domain(name.to_string());
-        }
-    }
-    ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST)
-}
-
-/// What a negative reply means for the mailing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The recipient's failure, worth retrying (4xx).
-    Transient,
-    /// The recipient's failure, final (5xx).
-    Permanent,
-    /// The relay asks us to slow down (421, rate, too many): pause and resume.
-    RelayBusy,
-    /// The relay will not take more today (daily quota): stop cleanly.
-    RelayQuota,
-    /// Authentication refused: stop.
-    Auth,
-    /// The relay refuses our envelope sender (a negative reply to MAIL FROM): it speaks of
-    /// the configuration, never of a recipient, so the run stops before anyone is booked.
-    Sender,
-}
-
-/// A reply from the relay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The enhanced status code (`5.1.1`), where the reply has one.
-    pub enhanced: Option<String>,
-    /// The text, lines joined by spaces.
-    pub text: String,
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
-
-impl Reply {
-    fn from_response(r: &lettre::transport::smtp::response::Response) -> Reply {
-        let text = clean(&r.message().collect::<Vec<_>>().join(" "));
-        Reply {
-            code: r.code().to_string().parse().unwrap_or(0),
-            enhanced: enhanced_code(&text),
-            text,
-        }
-    }
-
-    fn from_error(e: &lettre::transport::smtp::Error) -> Option<Reply> {
-        let code = e.status()?;
-        let text = std::error::Error::source(e)
-            .map(|s| clean(&s.to_string()))
-            .unwrap_or_default();
-        Some(Reply {
-            code: code.to_string().parse().unwrap_or(0),
-            enhanced: enhanced_code(&text),
-            text,
-        })
-    }
-
-    /// What this negative reply means.
-    pub fn verdict(&self) -> Verdict {
-        classify(self.code, self.enhanced.as_deref(), &self.text)
-    }
-}
-
-/// One line, printable, bounded: replies go to the journal and the terminal.
-fn clean(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(500)
-        .collect();
-    if text.chars().count() > 500 {
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-/// The enhanced status code at the start of a reply text (`5.1.1 <x>: ...`).
-pub fn enhanced_code(text: &str) -> Option<String> {
-    let first = text.split_whitespace().next()?;
-    let parts: Vec<&str> = first.split('.').collect();
-    let ok = parts.len() == 3
-        && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
-    ok.then(|| first.to_string())
-}
-
-/// Classifies a negative reply by code, enhanced code and text (the contract's rules).
-pub fn classify(code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
-    let t = text.to_ascii_lowercase();
-    let says_rate = [
-        "rate limit",
-        "ratelimit",
-        "rate-limit",
-        "rate exceeded",
-        "sending rate",
-        "message rate",
-        "too many",
-        "throttl",
-        "slow down",
-        "try again later",
-        "limit exceeded",
-    ]
-    .iter()
-    .any(|w| t.contains(w));
-    let says_quota = ["quota", "daily limit", "sending limit", "limit reached"]
-        .iter()
-        .any(|w| t.contains(w));
-    let (class, subject) = match enhanced.map(|e| e.split('.').collect::<Vec<_>>()) {
-        Some(p) if p.len() == 3 => (p[0].to_string(), format!("{}.{}", p[1], p[2])),
-        _ => (String::new(), String::new()),
-    };
-    // Authentication.
-    if code == 535
-        || code == 534
-        || code == 530
-        || subject == "7.8"
-        || subject == "7.139"
-        || subject == "7.57"
-    {
-        return Verdict::Auth;
-    }
-    // Mailbox full / unknown user: the recipient, whatever the words.
-    if subject.starts_with("1.") || subject.starts_with("2.") {
-        return if code >= 500 {
-            Verdict::Permanent
-        } else {
-            Verdict::Transient
-        };
-    }
-    if code == 421 || code == 454 {
-        return Verdict::RelayBusy;
-    }
-    if subject == "4.5" {
-        return if code >= 500 || class == "5" {
-            Verdict::RelayQuota
-        } else {
-            Verdict::RelayBusy
-        };
-    }
-    if code < 500 {
-        if class == "4" && subject.starts_with("7.") || says_rate || says_quota {
-            return Verdict::RelayBusy;
-        }
-        return Verdict::Transient;
-    }
-    if says_quota || says_rate {
-        return Verdict::RelayQuota;
-    }
-    Verdict::Permanent
-}
+use super::reply::clean;
+use super::{Reply, Settings, Verdict, Wire};
+use crate::config::{AuthMethod, Security};
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -451,7 +194,7 @@ async fn open_stream(s: &Settings) -> Result<Box<dyn AsyncTokioStream>, ConnectE
 }
 
 /// A TLS failure with what the operator can do about it.
-fn certificate_hint(reason: &str) -> String {
+pub(super) fn certificate_hint(reason: &str) -> String {
     let hint = if reason.contains("UnknownIssuer") || reason.contains("unknown issuer") {
         "the relay's certificate is not signed by a CA this machine trusts (self-signed or an internal CA): put that CA's certificate in [smtp] ca_file"
     } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
@@ -799,53 +542,6 @@ impl Connection {
     }
 }
 
-/// A message ready for DATA. Built once, on the cores that build messages, so that the
-/// connection only writes it: lettre's codec would dot-stuff it byte by byte, and that was
-/// a tenth of a fast send's CPU.
-#[derive(Debug)]
-pub struct Wire {
-    /// The message's size as built.
-    len: usize,
-    /// Dot-stuffed and ended with CRLF.CRLF, when the message is text (it is 7-bit).
-    stuffed: Option<String>,
-    /// Otherwise the message, without its last CRLF, for lettre to dot-stuff and end.
-    body: Vec<u8>,
-}
-
-impl Wire {
-    /// Prepares `bytes` (a whole message ending in CRLF) for DATA; the relay receives
-    /// exactly `bytes`.
-    pub fn new(bytes: &[u8]) -> Wire {
-        let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
-        match std::str::from_utf8(body) {
-            Ok(text) => {
-                let mut out = String::with_capacity(text.len() + 64);
-                let mut rest = text;
-                if rest.starts_with('.') {
-                    out.push('.');
-                }
-                while let Some(i) = memchr::memmem::find(rest.as_bytes(), b"\r\n.") {
-                    out.push_str(&rest[..i + 2]);
-                    out.push('.');
-                    rest = &rest[i + 2..];
-                }
-                out.push_str(rest);
-                out.push_str("\r\n.\r\n");
-                Wire {
-                    len: bytes.len(),
-                    stuffed: Some(out),
-                    body: Vec::new(),
-                }
-            }
-            Err(_) => Wire {
-                len: bytes.len(),
-                stuffed: None,
-                body: body.to_vec(),
-            },
-        }
-    }
-}
-
 /// A refusal in a transaction: the sender's (MAIL FROM) speaks for the relay.
 fn refusal(what: &str, reply: Reply) -> Delivery {
     if what == "MAIL FROM" {
@@ -859,52 +555,6 @@ fn refusal(what: &str, reply: Reply) -> Delivery {
 mod tests {
     use super::*;
 
-    fn v(code: u16, text: &str) -> Verdict {
-        classify(code, enhanced_code(text).as_deref(), text)
-    }
-
-    #[test]
-    fn classification_of_the_contract() {
-        assert_eq!(
-            v(
-                550,
-                "5.1.1 <bo@example.se>: Recipient address rejected: User unknown"
-            ),
-            Verdict::Permanent
-        );
-        assert_eq!(v(451, "4.3.0 Temporary lookup failure"), Verdict::Transient);
-        assert_eq!(v(450, "4.2.2 Mailbox full, over quota"), Verdict::Transient);
-        assert_eq!(v(552, "5.2.2 Mailbox full"), Verdict::Permanent);
-        assert_eq!(v(421, "4.7.0 Too many connections"), Verdict::RelayBusy);
-        assert_eq!(v(451, "4.7.1 Rate limit exceeded"), Verdict::RelayBusy);
-        assert_eq!(
-            v(452, "4.4.5 Insufficient system storage"),
-            Verdict::RelayBusy
-        );
-        assert_eq!(
-            v(454, "4.7.0 TLS not available due to local problem"),
-            Verdict::RelayBusy
-        );
-        assert_eq!(
-            v(550, "5.4.5 Daily user sending quota exceeded"),
-            Verdict::RelayQuota
-        );
-        assert_eq!(
-            v(554, "Message rejected: Sending quota exceeded"),
-            Verdict::RelayQuota
-        );
-        assert_eq!(v(535, "5.7.8 Error: authentication failed"), Verdict::Auth);
-        assert_eq!(
-            v(
-                535,
-                "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled"
-            ),
-            Verdict::Auth
-        );
-        assert_eq!(v(450, "Too many messages, slow down"), Verdict::RelayBusy);
-        assert_eq!(v(554, "5.7.1 Relay access denied"), Verdict::Permanent);
-    }
-
     #[test]
     fn certificate_failures_say_what_to_do() {
         assert!(certificate_hint("invalid peer certificate: UnknownIssuer").contains("ca_file"));
@@ -912,43 +562,5 @@ mod tests {
             certificate_hint("invalid peer certificate: NotValidForName").contains("host name")
         );
         assert_eq!(certificate_hint("handshake eof"), "handshake eof");
-    }
-
-    #[test]
-    fn enhanced_codes() {
-        assert_eq!(enhanced_code("5.1.1 <x>: nope").as_deref(), Some("5.1.1"));
-        assert_eq!(enhanced_code("4.7.139 x").as_deref(), Some("4.7.139"));
-        assert_eq!(enhanced_code("Ok"), None);
-        assert_eq!(enhanced_code("1.2.3 x"), None);
-        assert_eq!(enhanced_code(""), None);
-    }
-
-    #[test]
-    fn replies_are_one_bounded_line() {
-        let long = "x".repeat(2000);
-        assert!(clean(&long).chars().count() <= 501);
-        assert_eq!(clean("a\r\nb"), "a  b");
-    }
-
-    fn wire_text(bytes: &[u8]) -> String {
-        Wire::new(bytes).stuffed.expect("a text message")
-    }
-
-    #[test]
-    fn wire_dot_stuffs_like_the_smtp_codec_and_ends_the_data() {
-        assert_eq!(wire_text(b"a\r\nb\r\n"), "a\r\nb\r\n.\r\n");
-        assert_eq!(
-            wire_text(b".start\r\nx\r\n.\r\n..two\r\nend.\r\n"),
-            "..start\r\nx\r\n..\r\n...two\r\nend.\r\n.\r\n"
-        );
-        // A bare LF is no line end in SMTP: left as lettre leaves it.
-        assert_eq!(wire_text(b"a\n.b\r\n"), "a\n.b\r\n.\r\n");
-        // Without a final CRLF the relay still gets a line end before the dot.
-        assert_eq!(wire_text(b"x"), "x\r\n.\r\n");
-        assert_eq!(Wire::new(b"abc\r\n").len, 5);
-        // Not UTF-8: lettre's codec does the work.
-        let w = Wire::new(b"\xff.\r\n");
-        assert!(w.stuffed.is_none());
-        assert_eq!(w.body, b"\xff.");
     }
 }

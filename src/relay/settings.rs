@@ -1,0 +1,128 @@
+//! What it takes to open a connection to the relay: address, security, the login and its
+//! secret (read once, from the environment, a command or a prompt).
+
+use anyhow::{Context, anyhow};
+use lettre::Address;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use secrecy::SecretString;
+use std::time::Duration;
+
+use super::ConnectError;
+use crate::config::{AuthMethod, Config, Security};
+use crate::{Fail, ResultExt, secrets};
+
+/// What it takes to open a connection.
+#[derive(Clone)]
+pub struct Settings {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) security: Security,
+    pub(super) auth: AuthMethod,
+    pub(super) username: String,
+    pub(super) secret: Option<SecretString>,
+    /// Timeout for each step.
+    pub timeout: Duration,
+    pub(super) tls: Option<TlsParameters>,
+    pub(super) implicit: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub(super) helo: ClientId,
+    /// The envelope sender (bounces come back here).
+    pub from: Address,
+}
+
+impl Settings {
+    /// From the config and the secret read for it. Reading `ca_file` may fail (bad input).
+    pub fn new(config: &Config, secret: Option<SecretString>) -> anyhow::Result<Settings> {
+        let smtp = &config.smtp;
+        let tls = match smtp.security {
+            Security::None | Security::Tls => None,
+            Security::StartTls => {
+                let mut builder = TlsParameters::builder(smtp.host.clone());
+                if let Some(ca) = &smtp.ca_file {
+                    let pem = std::fs::read(ca)
+                        .with_context(|| format!("cannot read [smtp] ca_file {}", ca.display()))?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| {
+                        anyhow::anyhow!(
+                            "[smtp] ca_file {} is not a PEM certificate: {e}",
+                            ca.display()
+                        )
+                    })?;
+                    builder = builder.add_root_certificate(cert);
+                }
+                Some(
+                    builder
+                        .build_rustls()
+                        .map_err(|e| anyhow::anyhow!("cannot set up TLS: {e}"))?,
+                )
+            }
+        };
+        let helo = match &smtp.helo_name {
+            Some(h) => ClientId::Domain(h.clone()),
+            None => local_client_id(),
+        };
+        let implicit = match smtp.security {
+            Security::Tls => Some(crate::tls::client_config(
+                smtp.ca_file.as_deref(),
+                "[smtp] ca_file",
+            )?),
+            _ => None,
+        };
+        Ok(Settings {
+            implicit,
+            host: smtp.host.clone(),
+            port: smtp.port,
+            security: smtp.security,
+            auth: smtp.auth,
+            username: smtp.username.clone().unwrap_or_default(),
+            secret,
+            timeout: smtp.timeout,
+            tls,
+            helo,
+            from: config.sender.from.email.clone(),
+        })
+    }
+
+    /// `host:port`.
+    pub fn relay(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn local_client_id() -> ClientId {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(name) = std::str::from_utf8(&buf[..end])
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return ClientId::Domain(name.to_string());
+        }
+    }
+    ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// Reads the relay's secret, as the config says.
+pub fn relay_settings(config: &Config) -> Result<Settings, Fail> {
+    let secret = match &config.smtp.secret {
+        None => None,
+        Some(source) => {
+            let what = if config.smtp.auth == AuthMethod::Xoauth2 {
+                "OAuth2 access token"
+            } else {
+                "SMTP password"
+            };
+            Some(secrets::read(source, what).input()?)
+        }
+    };
+    Settings::new(config, secret).input()
+}
+
+/// Maps a failed first connection to the exit code the contract gives it.
+pub fn connect_failure(e: ConnectError) -> Fail {
+    Fail::Fatal(anyhow!("{e}"))
+}
