@@ -108,7 +108,9 @@ pub fn build(
     Ok(Built {
         message_id: message_id.to_string(),
         rcpt: rcpt.to_string(),
-        bytes: message.formatted(),
+        // The one place the wire bytes are made: signed here, so that preview, archive
+        // and relay see the same message.
+        bytes: crate::deliverability::signing::sign_message(config, message.formatted())?,
     })
 }
 

@@ -29,6 +29,7 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     });
     prepare_dir(&dir).input()?;
     let limit = args.limit.unwrap_or(u64::MAX);
+    crate::deliverability::signing::for_config(&mailing.config).input()?;
     let mut index = Index::create(&dir, &mailing).input()?;
     let mut written = 0u64;
     let date = std::time::SystemTime::now();
@@ -48,7 +49,10 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
         written += 1;
         Ok(())
     })?;
-    let warnings: Vec<String> = pre.scan.warnings.iter().map(|w| w.to_string()).collect();
+    let mut warnings: Vec<String> = pre.scan.warnings.iter().map(|w| w.to_string()).collect();
+    warnings.extend(crate::deliverability::links::preflight_warnings(
+        &mailing.config,
+    ));
     let errors = pre.error_lines();
     index.finish(&warnings, &errors).input()?;
     for w in &warnings {

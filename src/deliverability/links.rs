@@ -225,6 +225,16 @@ pub fn warnings(
     out
 }
 
+/// The link warnings of a mailing's templates and `[incident]` values.
+pub fn preflight_warnings(config: &crate::config::Config) -> Vec<String> {
+    warnings(
+        &config.templates_dir,
+        &config.path,
+        &config.incident,
+        &allowed(&config.sender.domain, &config.check.link_domains),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

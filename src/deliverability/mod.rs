@@ -13,7 +13,14 @@ pub mod records;
 pub mod signing;
 pub mod verify;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, Profile};
+
 pub use records::{Finding, Level};
+pub use signing::Signer;
 
 /// Who runs the relay, as far as deliverability is concerned: which SPF include covers it
 /// and which DKIM selectors it publishes.
@@ -31,36 +38,19 @@ pub enum Provider {
     Own,
 }
 
-impl Provider {
-    /// Guesses the provider from the relay's host name.
-    pub fn from_host(host: &str) -> Provider {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
-        if under("office365.com") || under("outlook.com") || under("protection.outlook.com") {
-            Provider::Microsoft365
-        } else if under("gmail.com") || under("google.com") || under("googlemail.com") {
-            Provider::Google
-        } else if under("amazonaws.com") && host.contains("email-smtp") {
-            Provider::Ses
-        } else if under("azurecomm.net") {
-            Provider::Acs
-        } else {
-            Provider::Own
+impl From<Profile> for Provider {
+    fn from(p: Profile) -> Provider {
+        match p {
+            Profile::Microsoft365 => Provider::Microsoft365,
+            Profile::Google | Profile::GoogleRelay => Provider::Google,
+            Profile::Ses => Provider::Ses,
+            Profile::Acs => Provider::Acs,
+            Profile::None => Provider::Own,
         }
     }
+}
 
-    /// The provider by its config name (`[smtp] profile`), None for a name it does not know.
-    pub fn from_profile(profile: &str) -> Option<Provider> {
-        Some(match profile {
-            "microsoft365" => Provider::Microsoft365,
-            "google" | "google-relay" => Provider::Google,
-            "ses" => Provider::Ses,
-            "acs" => Provider::Acs,
-            "none" => Provider::Own,
-            _ => return None,
-        })
-    }
-
+impl Provider {
     /// The provider's name for the operator.
     pub fn name(self) -> &'static str {
         match self {
@@ -101,44 +91,86 @@ impl Provider {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `[check]` and `[dkim]` as the look-ups need them, with the key loaded.
+pub struct Settings {
+    /// The DNS server, or None for the system's resolver.
+    pub dns_server: Option<SocketAddr>,
+    /// Who runs the relay.
+    pub provider: Provider,
+    /// `[dkim] selector`.
+    pub selector: Option<String>,
+    /// utskick's own signing key, where `[dkim] key_file` is set.
+    pub signer: Option<Arc<Signer>>,
+}
 
-    #[test]
-    fn provider_from_host() {
-        assert_eq!(
-            Provider::from_host("smtp.office365.com"),
-            Provider::Microsoft365
-        );
-        assert_eq!(
-            Provider::from_host("nektab-se.mail.protection.outlook.com"),
-            Provider::Microsoft365
-        );
-        assert_eq!(Provider::from_host("smtp.gmail.com"), Provider::Google);
-        assert_eq!(
-            Provider::from_host("smtp-relay.gmail.com."),
-            Provider::Google
-        );
-        assert_eq!(
-            Provider::from_host("email-smtp.eu-north-1.amazonaws.com"),
-            Provider::Ses
-        );
-        assert_eq!(Provider::from_host("smtp.azurecomm.net"), Provider::Acs);
-        assert_eq!(Provider::from_host("smtp.example.se"), Provider::Own);
-        assert_eq!(Provider::from_host("127.0.0.1"), Provider::Own);
-        // A look-alike is not the provider.
-        assert_eq!(Provider::from_host("notoffice365.com"), Provider::Own);
-        assert_eq!(Provider::from_host("ec2.amazonaws.com"), Provider::Own);
+impl Settings {
+    /// From the checked config; the key file is read here (errors name it).
+    pub fn from_config(config: &Config) -> anyhow::Result<Settings> {
+        Ok(Settings {
+            dns_server: config.check.dns_server,
+            provider: config.smtp.profile.into(),
+            selector: config.dkim.selector.clone(),
+            signer: signing::for_config(config)?,
+        })
     }
 
-    #[test]
-    fn provider_from_profile() {
-        assert_eq!(
-            Provider::from_profile("google-relay"),
-            Some(Provider::Google)
-        );
-        assert_eq!(Provider::from_profile("none"), Some(Provider::Own));
-        assert_eq!(Provider::from_profile("sendgrid"), None);
+    /// What `records::assess` checks.
+    pub fn target<'a>(&'a self, config: &'a Config) -> records::Target<'a> {
+        records::Target {
+            domain: &config.sender.domain,
+            sender: config.sender.from.email.as_ref(),
+            relay_host: &config.smtp.host,
+            provider: self.provider,
+            selector: self.selector.as_deref(),
+            signer: self.signer.as_deref(),
+        }
     }
+}
+
+/// How long all of `check`'s DNS look-ups together may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The From domain's SPF, DKIM and DMARC findings, verdict last; a single warning when
+/// DNS cannot be used at all or the look-ups take longer than `DEADLINE`.
+pub async fn assess(config: &Config, settings: &Settings) -> Vec<Finding> {
+    let auth = match dns::authenticator(settings.dns_server) {
+        Ok(a) => a,
+        Err(e) => return vec![records::unavailable(format!("{e:#}"))],
+    };
+    let target = settings.target(config);
+    match tokio::time::timeout(DEADLINE, records::assess(&auth, &target)).await {
+        Ok(findings) => findings,
+        Err(_) => vec![records::unavailable(format!(
+            "the DNS look-ups took longer than {} s",
+            DEADLINE.as_secs()
+        ))],
+    }
+}
+
+/// The deliverability warnings for the send confirmation to repeat, one line each (empty
+/// when all is in order). Blocks on DNS (at most `DEADLINE`); call it outside async code.
+pub fn confirmation_warnings(config: &Config) -> Vec<String> {
+    let settings = match Settings::from_config(config) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return vec![format!("deliverability not checked: {e}")],
+    };
+    records::warning_lines(&runtime.block_on(assess(config, &settings)))
+}
+
+/// The send confirmation's question with the deliverability warnings after it, each on a
+/// line of its own, so that the operator answers knowing them.
+pub fn confirmation(question: &str, config: &Config) -> String {
+    let mut out = question.to_string();
+    for w in confirmation_warnings(config) {
+        out.push_str("\n  warning:  ");
+        out.push_str(&w);
+    }
+    out
 }

@@ -104,18 +104,13 @@ pub fn warning_lines(findings: &[Finding]) -> Vec<String> {
         .collect()
 }
 
-/// Looks the domain up with the resolver of `[check] dns_server` (or the system's) and
-/// returns the warning lines: what the send confirmation repeats. Blocks; runs its own
-/// runtime, so call it outside async code.
-pub fn warnings_for(
-    dns_server: Option<std::net::SocketAddr>,
-    target: &Target<'_>,
-) -> anyhow::Result<Vec<String>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let auth = dns::authenticator(dns_server)?;
-    Ok(warning_lines(&runtime.block_on(assess(&auth, target))))
+/// The finding when DNS cannot be asked at all.
+pub fn unavailable(why: String) -> Finding {
+    Finding::warn(
+        "dns",
+        format!("SPF, DKIM and DMARC not checked: {why}"),
+        Some("set [check] dns_server = \"IP:53\" to a resolver that answers".to_string()),
+    )
 }
 
 /// The one SPF record among a name's TXT records: None when there is none, Err with the

@@ -8,6 +8,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, anyhow, bail};
 use base64::Engine;
@@ -133,6 +134,39 @@ impl Signer {
             Public::Rsa(_) => "RSA",
             Public::Ed25519(_) => "Ed25519",
         }
+    }
+}
+
+/// The signer `[dkim]` asks for (None without key_file), loaded once per process and key:
+/// building a message must not re-read and re-parse the key each time.
+pub fn for_config(config: &crate::config::Config) -> Result<Option<Arc<Signer>>> {
+    let Some(key_file) = &config.dkim.key_file else {
+        return Ok(None);
+    };
+    let domain = config
+        .dkim
+        .domain
+        .clone()
+        .unwrap_or_else(|| config.sender.domain.clone());
+    let selector = config.dkim.selector.clone().unwrap_or_default();
+    static LOADED: Mutex<Vec<Arc<Signer>>> = Mutex::new(Vec::new());
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = loaded
+        .iter()
+        .find(|s| s.domain == domain && s.selector == selector && &s.key_file == key_file)
+    {
+        return Ok(Some(s.clone()));
+    }
+    let signer = Arc::new(Signer::load(&domain, &selector, key_file)?);
+    loaded.push(signer.clone());
+    Ok(Some(signer))
+}
+
+/// The message as it goes out: DKIM-signed where `[dkim] key_file` is set, else as it is.
+pub fn sign_message(config: &crate::config::Config, message: Vec<u8>) -> Result<Vec<u8>> {
+    match for_config(config)? {
+        Some(signer) => signer.sign(&message),
+        None => Ok(message),
     }
 }
 

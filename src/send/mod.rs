@@ -234,6 +234,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::Success);
     }
 
+    crate::deliverability::signing::for_config(&mailing.config).input()?;
     // The relay: secret, then a connection and login before the question.
     let settings = relay_settings(&mailing.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -274,7 +275,12 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         chosen.already_sent,
         journal_path.display()
     );
-    if !plan.yes && !confirm(&question, out)? {
+    if !plan.yes
+        && !confirm(
+            &crate::deliverability::confirmation(&question, &mailing.config),
+            out,
+        )?
+    {
         runtime.block_on(first.quit());
         let _ = writer.close();
         return Err(Fail::Input(anyhow!("not confirmed: nothing was sent")));
