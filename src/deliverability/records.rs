@@ -261,7 +261,10 @@ async fn spf(auth: &MessageAuthenticator, t: &Target<'_>) -> Finding {
             ),
         );
     }
-    let shown: Vec<String> = failing.iter().map(|(ip, r)| format!("{ip}: {r}")).collect();
+    let shown: Vec<String> = failing
+        .iter()
+        .map(|(ip, r)| format!("{ip}: {}", r.to_string().to_ascii_lowercase()))
+        .collect();
     Finding::warn(
         "spf",
         format!(

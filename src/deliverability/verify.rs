@@ -96,14 +96,15 @@ pub fn parse_authentication_results(value: &str) -> Vec<MethodResult> {
 }
 
 /// Verifies the message's DKIM signatures against DNS and reads its
-/// Authentication-Results; one finding per signature and per reported mechanism.
+/// Authentication-Results; one finding per signature (`signature`) and per mechanism the
+/// receiver reported (`spf`, `dkim`, `dmarc`, else `received`).
 pub async fn verify(auth: &MessageAuthenticator, bytes: &[u8]) -> Result<Vec<Finding>, String> {
     let message = AuthenticatedMessage::parse(bytes)
         .ok_or_else(|| "not an email message (no header block)".to_string())?;
     let mut findings = Vec::new();
     if message.dkim_headers.is_empty() {
         findings.push(Finding {
-            topic: "dkim",
+            topic: "signature",
             level: Level::Warn,
             text: "the message has no DKIM-Signature: neither the relay nor utskick signed it"
                 .into(),
@@ -141,7 +142,7 @@ pub async fn verify(auth: &MessageAuthenticator, bytes: &[u8]) -> Result<Vec<Fin
             };
             let level = if aligned { level } else { Level::Warn };
             findings.push(Finding {
-                topic: "dkim",
+                topic: "signature",
                 level,
                 text,
                 fix: None,
@@ -168,17 +169,16 @@ pub async fn verify(auth: &MessageAuthenticator, bytes: &[u8]) -> Result<Vec<Fin
             };
             findings.push(Finding {
                 topic: match r.method.as_str() {
-                    "spf" => "received spf",
-                    "dkim" => "received dkim",
-                    "dmarc" => "received dmarc",
-                    "arc" => "received arc",
+                    "spf" => "spf",
+                    "dkim" => "dkim",
+                    "dmarc" => "dmarc",
                     _ => "received",
                 },
                 level,
                 text: if r.server.is_empty() {
-                    format!("{}={}{detail}", r.method, r.result)
+                    format!("the receiver reports {}={}{detail}", r.method, r.result)
                 } else {
-                    format!("{}={} at {}{detail}", r.method, r.result, r.server)
+                    format!("{} reports {}={}{detail}", r.server, r.method, r.result)
                 },
                 fix: None,
             });

@@ -3,6 +3,7 @@
 
 mod support {
     pub mod daemon;
+    pub mod dns;
     pub mod dovecot;
     pub mod postfix;
     pub mod smtp_server;
@@ -11,6 +12,7 @@ mod support {
 }
 mod bounces;
 mod browser;
+mod check;
 mod hardening;
 mod journey;
 mod operator;

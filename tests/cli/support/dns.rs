@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
+use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::proto::serialize::txt::Parser;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -43,7 +44,7 @@ impl DnsServer {
         let (_, rrsets) = Parser::new(zone.clone(), None, Some(origin_name.clone()))
             .parse()
             .unwrap_or_else(|e| panic!("zone does not parse: {e}\n{zone}"));
-        let handler = InMemoryZoneHandler::new(
+        let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
             origin_name.clone(),
             rrsets,
             ZoneType::Primary,
