@@ -714,27 +714,22 @@ mod tests {
         }
     }
 
+    /// The finding for From `domain` whose policy is `raw`, found at `name`.
+    fn judged(domain: &str, name: &str, raw: &str) -> Finding {
+        let dmarc = Dmarc::parse(raw.as_bytes()).expect("parses");
+        judge_dmarc(domain, name, raw, &dmarc, &target())
+    }
+
     #[test]
     fn dmarc_judged() {
-        let t = target();
-        let raw = "v=DMARC1; p=none";
-        let f = judge_dmarc(
-            "example.se",
-            "_dmarc.example.se",
-            raw,
-            &Dmarc::parse(raw.as_bytes()).expect("parses"),
-            &t,
-        );
+        let f = judged("example.se", "_dmarc.example.se", "v=DMARC1; p=none");
         assert_eq!(f.level, Level::Warn);
         assert!(f.text.contains("policy none"), "{f:?}");
         assert!(f.fix.as_deref().is_some_and(|x| x.contains("p=quarantine")));
-        let raw = "v=DMARC1; p=reject; adkim=s";
-        let f = judge_dmarc(
+        let f = judged(
             "example.se",
             "_dmarc.example.se",
-            raw,
-            &Dmarc::parse(raw.as_bytes()).expect("parses"),
-            &t,
+            "v=DMARC1; p=reject; adkim=s",
         );
         assert_eq!(f.level, Level::Ok, "{f:?}");
         assert!(
@@ -743,13 +738,10 @@ mod tests {
             "{f:?}"
         );
         // A subdomain without its own record gets the organizational domain's sp.
-        let raw = "v=DMARC1; p=reject; sp=none";
-        let f = judge_dmarc(
+        let f = judged(
             "news.example.se",
             "_dmarc.example.se",
-            raw,
-            &Dmarc::parse(raw.as_bytes()).expect("parses"),
-            &t,
+            "v=DMARC1; p=reject; sp=none",
         );
         assert!(f.text.contains("policy none"), "{f:?}");
     }

@@ -21,8 +21,13 @@ const SOME_KEY: &str = "v=DKIM1; k=ed25519; p=VvDrt2xGnBSDuVUT2nf59NDoebB5WuB/ES
 fn mailing(server: &SmtpServer, dns: &DnsServer) -> TestEnv {
     let env = TestEnv::example();
     env.relay(server.port());
-    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
+    ask(&env, dns);
     env
+}
+
+/// Points `[check] dns_server` at `dns`.
+fn ask(env: &TestEnv, dns: &DnsServer) {
+    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
 }
 
 /// The zone of example.se from (name, TXT value) pairs.
@@ -184,7 +189,7 @@ fn spf_without_the_relays_include_is_a_warning() {
         GOOD_DMARC,
         ("selector1._domainkey", SOME_KEY),
     ]);
-    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
+    ask(&env, &dns);
     let run = env.run(&["check"]);
     let spf = ok(&run, "spf");
     assert!(spf.contains("covers Microsoft 365"), "{spf}");
@@ -213,7 +218,7 @@ fn spf_that_fails_for_the_own_relays_address_names_it() {
     );
     // No SPF record at all.
     let dns = zone(&[GOOD_DMARC, ("default._domainkey", SOME_KEY)]);
-    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
+    ask(&env, &dns);
     let run = env.run(&["check"]);
     let (line, fix) = warn(&run, "spf");
     assert!(line.contains("example.se has no SPF record"), "{line}");
@@ -370,7 +375,7 @@ fn signs_and_verifies(algorithm: &str, label: &str) {
 
     // Not yet published: the warning gives exactly the record openssl derives.
     let empty = zone(&[GOOD_SPF, GOOD_DMARC]);
-    env.set("check", "dns_server", &format!("\"{}\"", empty.addr()));
+    ask(&env, &empty);
     let run = env.run(&["check"]);
     run.expect_code(0);
     let (line, fix) = warn(&run, "dkim");
@@ -388,7 +393,7 @@ fn signs_and_verifies(algorithm: &str, label: &str) {
     // Published: check proves the key signs what verifies against it.
     let name = format!("{selector}._domainkey");
     let dns = zone(&[GOOD_SPF, GOOD_DMARC, (name.as_str(), record.as_str())]);
-    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
+    ask(&env, &dns);
     let run = env.run(&["check"]);
     run.expect_code(0);
     let dkim = ok(&run, "dkim");
@@ -506,7 +511,7 @@ fn verify_reports_the_signature_and_the_receivers_results() {
         &format!("{:?}", key.display().to_string()),
     );
     let dns = zone(&[GOOD_SPF, GOOD_DMARC, ("rsa1._domainkey", record.as_str())]);
-    env.set("check", "dns_server", &format!("\"{}\"", dns.addr()));
+    ask(&env, &dns);
     env.run(&["preview", "--limit", "1"]).expect_code(0);
     let eml = eml_files(&env.path("preview")).remove(0);
     let signed = std::fs::read(&eml).expect("read");
