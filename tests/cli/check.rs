@@ -627,3 +627,46 @@ fn links_to_strangers_shorteners_and_trackers_are_preflight_warnings() {
         .count();
     assert_eq!(warnings, 2, "{}", run.stdout);
 }
+
+#[test]
+fn the_send_confirmation_repeats_the_warnings() {
+    let Some(script) =
+        find_program("script").or_else(|| unavailable("script (util-linux) is not installed"))
+    else {
+        return;
+    };
+    let server = SmtpServer::plain();
+    let dns = zone(&[GOOD_SPF, ("default._domainkey", SOME_KEY)]);
+    let env = mailing(&server, &dns);
+    // A terminal to ask on (script's pseudo-terminal), answered "no".
+    let bin = crate::support::testenv::bin();
+    let mut cmd = Command::new(script);
+    cmd.args(["-q", "-e", "-c"])
+        .arg(format!("{} send", bin.display()))
+        .arg("/dev/null")
+        .current_dir(env.root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.root())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("runs script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        // Answer once the question is there; the terminal keeps the line until it is read.
+        stdin.write_all(b"no\n").expect("answer");
+    }
+    let out = child.wait_with_output().expect("script ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("About to send"), "{text}");
+    assert!(
+        text.contains("warning:  dmarc: example.se has no DMARC record"),
+        "{text}"
+    );
+    assert!(text.contains("add: _dmarc.example.se TXT"), "{text}");
+    assert!(text.contains("not confirmed: nothing was sent"), "{text}");
+    assert!(server.received().is_empty(), "sent without a yes");
+}
