@@ -3,12 +3,19 @@
 the arrival time of each MAIL FROM (and of each end of DATA).
 
     python3 bench/smtp_sink.py PORT LOG [--max-messages N] [--max-seconds S]
+                               [--fail-451-every A] [--fail-550-every B]
 
 Listens on 127.0.0.1:PORT. Writes LOG when it stops, one line per transaction:
 `MAIL_FROM_ARRIVAL DATA_END_ARRIVAL CONNECTION` (Unix time in seconds, so that it can be
 set against the journal's timestamps; the second is empty when the transaction did not
 finish). It stops by itself one second
 after the N-th message, after S seconds in all (default 600), or on SIGTERM/SIGINT.
+
+Faults for bench/pushback.sh, by the number in a recipient's address (gen_csv.py writes
+`name.NNNNNN@...`): with --fail-451-every A, every recipient whose number is 7 modulo A
+gets `451 4.3.0 <addr>: Temporary failure, try again later` at RCPT, every time (a
+persistent temporary failure, as Postfix writes it); with --fail-550-every B, every one
+whose number is 3 modulo B gets Postfix's `550 5.1.1 ... User unknown`.
 """
 
 import asyncio
@@ -19,6 +26,22 @@ import time
 records = []  # [mail_from_time, data_end_time or None, connection number]
 done = 0
 connections = 0
+
+
+FAIL_451 = 0
+FAIL_550 = 0
+
+
+def rcpt_reply(line):
+    """The reply to one RCPT line, faults included."""
+    addr = line.decode("utf-8", "replace").split(":", 1)[-1].strip().strip("<>")
+    digits = "".join(c for c in addr.split("@")[0] if c.isdigit())
+    n = int(digits) if digits else -1
+    if FAIL_451 and n >= 0 and n % FAIL_451 == 7:
+        return f"451 4.3.0 <{addr}>: Temporary failure, try again later"
+    if FAIL_550 and n >= 0 and n % FAIL_550 == 3:
+        return f"550 5.1.1 <{addr}>: Recipient address rejected: User unknown in virtual mailbox table"
+    return "250 2.1.5 Ok"
 
 
 async def session(reader, writer, stop, max_messages):
@@ -47,7 +70,7 @@ async def session(reader, writer, stop, max_messages):
                 records.append(rec)
                 reply("250 2.1.0 Ok")
             elif verb == b"RCPT":
-                reply("250 2.1.5 Ok")
+                reply(rcpt_reply(line))
             elif verb == b"DATA":
                 reply("354 End data with <CR><LF>.<CR><LF>")
                 await writer.drain()
@@ -79,6 +102,7 @@ async def session(reader, writer, stop, max_messages):
 
 
 async def main():
+    global FAIL_451, FAIL_550
     args = sys.argv[1:]
     if len(args) < 2:
         sys.exit(__doc__)
@@ -93,6 +117,10 @@ async def main():
             max_messages = int(value)
         elif flag == "--max-seconds":
             max_seconds = float(value)
+        elif flag == "--fail-451-every":
+            FAIL_451 = int(value)
+        elif flag == "--fail-550-every":
+            FAIL_550 = int(value)
         else:
             sys.exit(f"unknown option {flag}")
     stop = asyncio.Event()

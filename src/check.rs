@@ -172,11 +172,23 @@ pub fn run(
             if locked {
                 input_ok = false;
             }
+            // Long mailings: what a send of those not yet sent would take (relay_profile).
+            let left = pre.rendered.saturating_sub(sent as u64);
+            let (estimate, too_much) = crate::relay_profile::for_run(&mailing.config, &j, left);
+            line(out, "estimate", true, &estimate);
+            if let Some(w) = too_much {
+                out.warn(&w);
+            }
         }
         Err(e) => {
             line(out, "journal", false, &e.to_string());
             input_ok = false;
         }
+    }
+    if let Some(dir) = &mailing.config.journal.archive {
+        let (ok, text) = crate::archive::check(dir);
+        line(out, "archive", ok, &text);
+        input_ok &= ok;
     }
     let settings = match relay::relay_settings(&mailing.config) {
         Ok(s) => {

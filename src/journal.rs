@@ -455,6 +455,8 @@ pub struct Journal {
     pub delays: u64,
     /// Timestamps of non-test `sent` events in the last 24 hours, counted.
     pub sent_last_24h: u64,
+    /// Their timestamps, for the rolling daily window (`limit_window`).
+    pub sent_ts_last_24h: Vec<String>,
 }
 
 impl Journal {
@@ -783,6 +785,7 @@ impl<'a> Reader<'a> {
                         }
                         if ts >= self.cutoff.as_str() {
                             j.sent_last_24h += 1;
+                            j.sent_ts_last_24h.push(ts.to_string());
                         }
                         State::Sent
                     }

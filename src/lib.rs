@@ -2,6 +2,7 @@
 //! delivery journal that stays true through crashes, Ctrl-C, dropped connections and a
 //! relay's quota. `run` is the whole program; `main.rs` only maps its result to an exit code.
 
+pub mod archive;
 pub mod bounces;
 pub mod check;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod deliverability;
 pub mod exit_codes;
 pub mod init;
 pub mod journal;
+pub mod limit_window;
 pub mod mailing;
 pub mod message;
 pub mod output;
@@ -18,6 +20,7 @@ pub mod private;
 pub mod progress;
 pub mod recipients;
 pub mod relay;
+pub mod relay_profile;
 pub mod render;
 pub mod secrets;
 pub mod send;

@@ -8,12 +8,12 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::reply::clean;
-use super::{Reply, Settings, Verdict, Wire};
+use super::{Reply, Settings, Stage, Verdict, Wire};
 use crate::config::{AuthMethod, Security};
 
 /// Why a connection could not be opened.
@@ -35,9 +35,25 @@ pub enum ConnectError {
         /// The reply.
         reply: Reply,
     },
+    /// The relay refuses to talk to us (5xx to the greeting or EHLO): no retry helps.
+    #[error("the relay {relay} refuses the connection: {reply}")]
+    Refused {
+        /// `host:port`.
+        relay: String,
+        /// The reply.
+        reply: Reply,
+    },
     /// TLS could not be set up (certificate, STARTTLS missing or refused): no retry helps.
     #[error("no secure connection to {relay}: {reason}")]
     Tls {
+        /// `host:port`.
+        relay: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The secret for the login could not be had (token_command failed or timed out).
+    #[error("no login to {relay}: {reason}")]
+    Secret {
         /// `host:port`.
         relay: String,
         /// What went wrong.
@@ -58,8 +74,8 @@ pub enum ConnectError {
 pub enum Delivery {
     /// Accepted.
     Sent(Reply),
-    /// Refused with a reply (at RCPT, DATA or after the message).
-    Refused(Reply),
+    /// Refused with a reply (at RCPT, DATA or after the message), and where.
+    Refused(Stage, Reply),
     /// MAIL FROM refused: the reply is about the sender or the relay, not the recipient.
     SenderRefused(Reply),
     /// The connection broke or timed out before DATA went out: nothing was delivered.
@@ -68,6 +84,15 @@ pub enum Delivery {
     LostAfterData(String),
     /// The journal could not record the attempt: the message was not sent.
     NotSent(String),
+    /// The relay broke the protocol (a reply its command does not allow, a reply before
+    /// the end of the message, more replies than commands): the connection is dropped.
+    /// `after_data`: the message may have gone out, so the outcome is unknown.
+    Violation {
+        /// Whether the message had been written.
+        after_data: bool,
+        /// What the relay did.
+        reason: String,
+    },
 }
 
 /// An open, logged-in connection.
@@ -208,7 +233,36 @@ pub(super) fn certificate_hint(reason: &str) -> String {
 }
 
 /// Opens a connection: TCP, TLS or STARTTLS, EHLO, login. Each step has the timeout.
+///
+/// Long mailings: with a token cache, the login takes the cache's token (fetched again
+/// when old); a refused token that had served before is fetched again and tried once more,
+/// and only a refused fresh one is the login's refusal.
 pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
+    let Some(cache) = &s.token else {
+        return connect_with(s, s.secret.as_ref()).await;
+    };
+    // Bounded: another connection may have fetched the next token in between.
+    let mut tries_left = 2u32;
+    loop {
+        let lease = cache.lease().await.map_err(|e| ConnectError::Secret {
+            relay: s.relay(),
+            reason: format!("{e:#}"),
+        })?;
+        match connect_with(s, Some(&lease.secret)).await {
+            Err(ConnectError::Auth { .. }) if !lease.fresh && tries_left > 0 => {
+                tracing::debug!("token refused; fetching a new one");
+                cache.refused(lease.generation).await;
+                tries_left -= 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn connect_with(
+    s: &Settings,
+    secret: Option<&SecretString>,
+) -> Result<Connection, ConnectError> {
     let relay = s.relay();
     let t = s.timeout;
     let step = |what: &str| format!("{what} timed out after {} s", t.as_secs());
@@ -237,11 +291,12 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
         }
         Ok(Err(e)) => {
             if let Some(reply) = Reply::from_error(&e) {
-                return Err(match reply.verdict() {
+                return Err(match reply.verdict(Stage::Greeting) {
                     Verdict::Auth => ConnectError::Auth {
                         relay,
                         reply: reply.to_string(),
                     },
+                    Verdict::Refuses => ConnectError::Refused { relay, reply },
                     _ => ConnectError::Busy { relay, reply },
                 });
             }
@@ -312,9 +367,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             AuthMethod::Xoauth2 => Mechanism::Xoauth2,
             _ => Mechanism::Plain,
         };
-        let secret = s
-            .secret
-            .as_ref()
+        let secret = secret
             .map(|x| x.expose_secret().to_string())
             .unwrap_or_default();
         let creds = Credentials::new(s.username.clone(), secret);
@@ -329,7 +382,7 @@ pub async fn connect(s: &Settings) -> Result<Connection, ConnectError> {
             Ok(Err(e)) => {
                 let reply = Reply::from_error(&e);
                 return Err(match reply {
-                    Some(r) if r.verdict() == Verdict::RelayBusy => {
+                    Some(r) if r.verdict(Stage::Auth) == Verdict::RelayBusy => {
                         ConnectError::Busy { relay, reply: r }
                     }
                     Some(r) => ConnectError::Auth {
@@ -360,9 +413,16 @@ impl Connection {
         !self.broken && !self.inner.has_broken()
     }
 
-    /// Whether the connection still answers; checked with NOOP only after a long idle.
+    /// Whether the connection still answers; checked with NOOP only after a long idle. A
+    /// connection on which the relay said something unasked (a late reply to an earlier
+    /// transaction) is never used again: nothing read on it could be matched to a command.
     pub async fn alive(&mut self) -> bool {
         if !self.usable() {
+            return false;
+        }
+        if let Some(extra) = self.unsolicited().await {
+            tracing::debug!("<< {extra} (unasked: the connection is dropped)");
+            self.broken = true;
             return false;
         }
         if self.last_used.elapsed() < IDLE_CHECK {
@@ -383,12 +443,41 @@ impl Connection {
         ok
     }
 
+    /// What the relay has sent that no command asked for, without waiting: a reply (or
+    /// garbage) already read or already on the socket. A closed connection is not a reply:
+    /// it only marks the connection broken.
+    async fn unsolicited(&mut self) -> Option<String> {
+        match timeout(Duration::ZERO, self.inner.read_response()).await {
+            Err(_) => None,
+            Ok(Ok(r)) => Some(Reply::from_response(&r).to_string()),
+            Ok(Err(e)) => match Reply::from_error(&e) {
+                Some(reply) => Some(reply.to_string()),
+                None if describe(&e).contains("incomplete response") => {
+                    self.broken = true;
+                    None
+                }
+                None => Some(describe(&e)),
+            },
+        }
+    }
+
+    /// The relay broke the protocol: the connection is never used again.
+    fn violation(&mut self, after_data: bool, reason: String) -> Delivery {
+        self.broken = true;
+        tracing::debug!(after_data, "protocol violation: {reason}");
+        Delivery::Violation { after_data, reason }
+    }
+
     /// One transaction: MAIL, RCPT, DATA, the message. Never retries by itself.
     ///
-    /// `durable` resolves once the journal holds the attempt; it is awaited after the relay
-    /// said 354 and before the message itself goes out, so the journal's fsync overlaps the
-    /// first three round trips. If it fails, the message is not sent and the connection is
-    /// dropped (the relay is waiting for data).
+    /// `durable` resolves once the journal (and the archive) hold what they must; it is
+    /// awaited after the relay said 354 and before the message itself goes out, so the
+    /// journal's fsync overlaps the first three round trips. If it fails, the message is
+    /// not sent and the connection is dropped (the relay is waiting for data).
+    ///
+    /// Only a 2xx reply to the final dot is `Sent`; each reply must be one its command
+    /// allows (RFC 5321 4.3.2) and the relay must say nothing unasked, or the transaction
+    /// is a protocol violation.
     pub async fn deliver(
         &mut self,
         from: &Address,
@@ -422,19 +511,25 @@ impl Connection {
                     Ok(Err(e)) => match Reply::from_error(&e) {
                         Some(reply) => {
                             self.reset().await;
-                            if what == "MAIL FROM" {
-                                return Delivery::SenderRefused(reply);
-                            }
-                            return Delivery::Refused(reply);
+                            return refusal(what, reply);
                         }
                         None => {
                             self.broken = true;
                             return Delivery::LostBeforeData(format!("{what}: {}", describe(&e)));
                         }
                     },
-                    Ok(Ok(r)) => tracing::debug!("<< {}", Reply::from_response(&r)),
+                    Ok(Ok(r)) => {
+                        let reply = Reply::from_response(&r);
+                        tracing::debug!("<< {reply}");
+                        if !allowed(what, &reply) {
+                            return self.violation(false, format!("{reply} in answer to {what}"));
+                        }
+                    }
                 }
             }
+        }
+        if let Some(extra) = self.unsolicited().await {
+            return self.violation(false, format!("{extra} before the message was sent"));
         }
         if let Err(e) = durable.await {
             self.broken = true;
@@ -446,13 +541,13 @@ impl Connection {
             Some(text) => timeout(t, self.inner.command(text.as_str())).await,
             None => timeout(t, self.inner.message(&message.body)).await,
         };
-        match sent {
+        let delivery = match sent {
             Err(_) => {
                 self.broken = true;
                 Delivery::LostAfterData(timed_out("the end of the message"))
             }
             Ok(Err(e)) => match Reply::from_error(&e) {
-                Some(reply) => Delivery::Refused(reply),
+                Some(reply) => Delivery::Refused(Stage::EndOfData, reply),
                 None => {
                     self.broken = true;
                     Delivery::LostAfterData(describe(&e))
@@ -461,15 +556,33 @@ impl Connection {
             Ok(Ok(r)) => {
                 let reply = Reply::from_response(&r);
                 tracing::debug!("<< {reply}");
+                if !allowed("the end of the message", &reply) {
+                    return self
+                        .violation(true, format!("{reply} in answer to the end of the message"));
+                }
                 Delivery::Sent(reply)
             }
+        };
+        if matches!(delivery, Delivery::Sent(_) | Delivery::Refused(..))
+            && let Some(extra) = self.unsolicited().await
+        {
+            let was = match &delivery {
+                Delivery::Sent(r) | Delivery::Refused(_, r) => r.to_string(),
+                _ => String::new(),
+            };
+            return self.violation(
+                true,
+                format!("{extra} after {was}: more replies than commands"),
+            );
         }
+        delivery
     }
 
     /// MAIL, RCPT and DATA in one write (RFC 2920), then their replies in order. None when
     /// the relay said 354; otherwise how the transaction ended. Every reply is read even
     /// after a refusal, so that the next transaction's replies are not shifted; a refusal
-    /// counts for the first command refused.
+    /// counts for the first command refused. A reply its command does not allow is a
+    /// protocol violation (nothing of the message went out yet).
     async fn pipelined(&mut self, commands: &[(&str, String); 3]) -> Option<Delivery> {
         let t = self.timeout;
         let group: String = commands.iter().map(|(_, c)| c.as_str()).collect();
@@ -507,12 +620,29 @@ impl Connection {
                     }
                 },
                 Ok(Ok(r)) => {
-                    tracing::debug!("<< {}", Reply::from_response(&r));
+                    let reply = Reply::from_response(&r);
+                    tracing::debug!("<< {reply}");
+                    if !allowed(what, &reply) {
+                        return Some(
+                            self.violation(
+                                false,
+                                format!("{reply} in answer to {what} (pipelined)"),
+                            ),
+                        );
+                    }
                     data_accepted = i == 2;
                 }
             }
         }
-        let (first, reply) = refused?;
+        let Some((first, reply)) = refused else {
+            if let Some(extra) = self.unsolicited().await {
+                return Some(self.violation(
+                    false,
+                    format!("{extra} before the message was sent (pipelined)"),
+                ));
+            }
+            return None;
+        };
         if data_accepted {
             // A relay that took DATA after refusing the recipient waits for a message:
             // an empty one ends that, to no one.
@@ -542,12 +672,22 @@ impl Connection {
     }
 }
 
+/// Whether a positive reply is one its command allows (RFC 5321 4.3.2): 354 to DATA, 2xx
+/// to the rest. lettre hands every 2xx and 3xx over as success; negative ones are refusals.
+fn allowed(what: &str, reply: &Reply) -> bool {
+    if what == "DATA" {
+        reply.code == 354
+    } else {
+        (200..300).contains(&reply.code)
+    }
+}
+
 /// A refusal in a transaction: the sender's (MAIL FROM) speaks for the relay.
 fn refusal(what: &str, reply: Reply) -> Delivery {
-    if what == "MAIL FROM" {
-        Delivery::SenderRefused(reply)
-    } else {
-        Delivery::Refused(reply)
+    match what {
+        "MAIL FROM" => Delivery::SenderRefused(reply),
+        "RCPT TO" => Delivery::Refused(Stage::RcptTo, reply),
+        _ => Delivery::Refused(Stage::Data, reply),
     }
 }
 

@@ -16,6 +16,6 @@ mod settings;
 mod wire;
 
 pub use connection::{ConnectError, Connection, Delivery, connect};
-pub use reply::{Reply, Verdict, classify, enhanced_code};
+pub use reply::{Reply, Stage, Verdict, classify, enhanced_code};
 pub use settings::{Settings, connect_failure, relay_settings};
 pub use wire::Wire;

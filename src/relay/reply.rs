@@ -3,19 +3,26 @@
 /// What a negative reply means for the mailing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The recipient's failure, worth retrying (4xx).
+    /// The recipient's failure, worth retrying (4xx): that recipient's own backoff.
     Transient,
     /// The recipient's failure, final (5xx).
     Permanent,
-    /// The relay asks us to slow down (421, rate, too many): pause and resume.
+    /// The relay (or the sender's account) asks us to slow down: the run pauses, with a
+    /// backoff that starts small and is bounded.
     RelayBusy,
+    /// The relay closes this connection (421): that connection pauses and reconnects; the
+    /// whole run pauses only when every connection says so.
+    Closing,
     /// The relay will not take more today (daily quota): stop cleanly.
     RelayQuota,
-    /// Authentication refused: stop.
+    /// Authentication refused or required: stop.
     Auth,
-    /// The relay refuses our envelope sender (a negative reply to MAIL FROM): it speaks of
-    /// the configuration, never of a recipient, so the run stops before anyone is booked.
+    /// The relay refuses our envelope sender (5xx to MAIL FROM, or a refusal that names
+    /// the sender): it speaks of the configuration, never of a recipient, so the run stops
+    /// before anyone is booked.
     Sender,
+    /// The relay refuses to talk to us at all (5xx to the greeting or EHLO): stop.
+    Refuses,
 }
 
 /// A reply from the relay.
@@ -57,9 +64,20 @@ impl Reply {
         })
     }
 
-    /// What this negative reply means.
-    pub fn verdict(&self) -> Verdict {
-        classify(self.code, self.enhanced.as_deref(), &self.text)
+    /// What this negative reply means, where it came.
+    pub fn verdict(&self, stage: Stage) -> Verdict {
+        classify(stage, self.code, self.enhanced.as_deref(), &self.text)
+    }
+
+    /// The refusal without what names one recipient (addresses, queue ids, numbers), so
+    /// that the same refusal to different recipients compares equal.
+    pub fn signature(&self) -> String {
+        let words: Vec<&str> = self
+            .text
+            .split_whitespace()
+            .filter(|w| !w.contains('@') && !w.chars().any(|c| c.is_ascii_digit()))
+            .collect();
+        format!("{} {}", self.code, words.join(" "))
     }
 }
 
@@ -88,119 +106,740 @@ pub fn enhanced_code(text: &str) -> Option<String> {
     ok.then(|| first.to_string())
 }
 
-/// Classifies a negative reply by code, enhanced code and text (the contract's rules).
-pub fn classify(code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
-    let t = text.to_ascii_lowercase();
-    let says_rate = [
-        "rate limit",
-        "ratelimit",
-        "rate-limit",
-        "rate exceeded",
-        "sending rate",
-        "message rate",
-        "too many",
-        "throttl",
-        "slow down",
-        "try again later",
-        "limit exceeded",
-    ]
-    .iter()
-    .any(|w| t.contains(w));
-    let says_quota = ["quota", "daily limit", "sending limit", "limit reached"]
+/// Where in the dialogue a reply came: what it speaks for depends on it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The greeting (220 or not).
+    Greeting,
+    /// EHLO.
+    Ehlo,
+    /// STARTTLS.
+    StartTls,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    MailFrom,
+    /// RCPT TO.
+    RcptTo,
+    /// The DATA command (before the message).
+    Data,
+    /// The reply to the final dot.
+    EndOfData,
+}
+
+/// Whose a reply is, by where it comes (SPEC Additions, "Whose failure a reply is").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    /// The relay itself.
+    Relay,
+    /// The login.
+    Login,
+    /// The envelope sender.
+    Sender,
+    /// The recipient, unless the reply says otherwise.
+    Recipient,
+}
+
+/// The contract's table, in code: one row per stage.
+const WHOSE: [(Stage, Speaks); 8] = [
+    (Stage::Greeting, Speaks::Relay),
+    (Stage::Ehlo, Speaks::Relay),
+    (Stage::StartTls, Speaks::Relay),
+    (Stage::Auth, Speaks::Login),
+    (Stage::MailFrom, Speaks::Sender),
+    (Stage::RcptTo, Speaks::Recipient),
+    (Stage::Data, Speaks::Recipient),
+    (Stage::EndOfData, Speaks::Recipient),
+];
+
+fn speaks(stage: Stage) -> Speaks {
+    WHOSE
         .iter()
-        .any(|w| t.contains(w));
-    let (class, subject) = match enhanced.map(|e| e.split('.').collect::<Vec<_>>()) {
-        Some(p) if p.len() == 3 => (p[0].to_string(), format!("{}.{}", p[1], p[2])),
-        _ => (String::new(), String::new()),
-    };
-    // Authentication.
-    if code == 535
-        || code == 534
-        || code == 530
-        || subject == "7.8"
-        || subject == "7.139"
-        || subject == "7.57"
-    {
-        return Verdict::Auth;
-    }
-    // Mailbox full / unknown user: the recipient, whatever the words.
-    if subject.starts_with("1.") || subject.starts_with("2.") {
-        return if code >= 500 {
-            Verdict::Permanent
+        .find(|(s, _)| *s == stage)
+        .map_or(Speaks::Recipient, |(_, w)| *w)
+}
+
+/// Words that name the sender's daily or account quota (never a mailbox's).
+const QUOTA: &[&str] = &[
+    "daily user sending",
+    "sending limit exceeded",
+    "daily message quota",
+    "sending quota",
+    "submissionquotaexceeded",
+    "daily smtp relay limit",
+    "daily limit",
+    "recipient rate limit",
+];
+/// Words that name a rate or throttling of the sender, the client or the relay.
+const RATE: &[&str] = &[
+    "rate limit",
+    "ratelimit",
+    "rate-limit",
+    "sending rate",
+    "message rate",
+    "rate overlimit",
+    "rate exceeded",
+    "unusual rate",
+    "throttl",
+    "sender thread limit",
+    "smtp relay limit",
+    "concurrent connections limit",
+    "too many messages",
+    "too many connections",
+    "too many concurrent",
+    "too many recipients",
+    "too many login",
+    "too much mail",
+    "slow down",
+    "server busy",
+];
+/// Words that say the refusal is about the envelope sender, not the recipient.
+const SENDER: &[&str] = &[
+    "sender address rejected",
+    "sender verify failed",
+    "could not complete sender verify",
+    "send as this sender",
+    "sending suspended",
+    "sending paused",
+    "submission.exception",
+    "not owned by user",
+    "mail relay denied",
+    "invalid credentials for relay",
+];
+/// Words that say a login is missing.
+const LOGIN: &[&str] = &["authentication required", "not authenticated"];
+/// Weaker words, read only when no recipient-specific status code spoke first, and
+/// never when the text is about a mailbox or a recipient.
+const WEAK: &[&str] = &["rate", "quota", "too many", "limit exceeded"];
+const ABOUT_A_MAILBOX: &[&str] = &["mailbox", "recipient", "account that you tried", "user is"];
+
+fn says(t: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| {
+        // Single words match whole words only: "rate" is not in "separate".
+        if w.contains(' ') || w.contains('.') || w.contains('-') {
+            t.contains(w)
         } else {
-            Verdict::Transient
-        };
-    }
-    if code == 421 || code == 454 {
-        return Verdict::RelayBusy;
-    }
-    if subject == "4.5" {
-        return if code >= 500 || class == "5" {
+            t.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|tok| tok == *w || (w.len() > 5 && tok.starts_with(w)))
+        }
+    })
+}
+
+/// Classifies a negative reply by where it came, its code, enhanced code and text.
+///
+/// Order: a 421 closes the connection whatever it says; the stage says whose the reply is;
+/// for the recipient's stages, words or codes that name the sender, its quota, a rate or
+/// a login take the reply away from the recipient; then the recipient-specific status
+/// classes (X.1.x addressing, X.2.x mailbox) keep it the recipient's whatever other words
+/// it uses; weaker words come last. "Try again later" alone is no evidence of anything.
+pub fn classify(stage: Stage, code: u16, enhanced: Option<&str>, text: &str) -> Verdict {
+    let t = text.to_ascii_lowercase();
+    let permanent = code >= 500;
+    let (subject, detail) = match enhanced.map(|e| e.split('.').collect::<Vec<_>>()) {
+        Some(p) if p.len() == 3 => (
+            p[1].parse::<u16>().unwrap_or(u16::MAX),
+            p[2].parse::<u16>().unwrap_or(u16::MAX),
+        ),
+        _ => (u16::MAX, u16::MAX),
+    };
+    let quota = says(&t, QUOTA) || (subject, detail) == (4, 5) && permanent;
+    let rate = says(&t, RATE)
+        || (subject, detail) == (4, 5)
+        || (subject == 7 && !permanent && (detail == 28 || (500..700).contains(&detail)));
+    let login = code == 530
+        || code == 535
+        || code == 534
+        || (subject == 7 && matches!(detail, 8 | 57 | 139))
+        || says(&t, LOGIN);
+    let sender = says(&t, SENDER) || (subject == 1 && matches!(detail, 7 | 8));
+    if code == 421 {
+        return if quota {
             Verdict::RelayQuota
         } else {
-            Verdict::RelayBusy
+            Verdict::Closing
         };
     }
-    if code < 500 {
-        if class == "4" && subject.starts_with("7.") || says_rate || says_quota {
-            return Verdict::RelayBusy;
+    match speaks(stage) {
+        Speaks::Relay if quota => Verdict::RelayQuota,
+        Speaks::Relay if login => Verdict::Auth,
+        Speaks::Relay if permanent => Verdict::Refuses,
+        Speaks::Relay => Verdict::RelayBusy,
+        Speaks::Login if permanent => Verdict::Auth,
+        Speaks::Login => Verdict::RelayBusy,
+        Speaks::Sender if quota => Verdict::RelayQuota,
+        Speaks::Sender if login => Verdict::Auth,
+        Speaks::Sender if permanent && rate => Verdict::RelayQuota,
+        Speaks::Sender if permanent => Verdict::Sender,
+        Speaks::Sender => Verdict::RelayBusy,
+        Speaks::Recipient => {
+            if quota {
+                Verdict::RelayQuota
+            } else if login {
+                Verdict::Auth
+            } else if sender {
+                if permanent {
+                    Verdict::Sender
+                } else {
+                    Verdict::RelayBusy
+                }
+            } else if rate {
+                if permanent {
+                    Verdict::RelayQuota
+                } else {
+                    Verdict::RelayBusy
+                }
+            } else if subject == 1 || subject == 2 || says(&t, ABOUT_A_MAILBOX) {
+                recipient(permanent)
+            } else if says(&t, WEAK) {
+                if permanent {
+                    Verdict::RelayQuota
+                } else {
+                    Verdict::RelayBusy
+                }
+            } else {
+                recipient(permanent)
+            }
         }
-        return Verdict::Transient;
     }
-    if says_quota || says_rate {
-        return Verdict::RelayQuota;
+}
+
+fn recipient(permanent: bool) -> Verdict {
+    if permanent {
+        Verdict::Permanent
+    } else {
+        Verdict::Transient
     }
-    Verdict::Permanent
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Stage::Auth as Login;
+    use Stage::*;
+    use Verdict::Auth;
+    use Verdict::*;
 
-    fn v(code: u16, text: &str) -> Verdict {
-        classify(code, enhanced_code(text).as_deref(), text)
+    /// A reply as the relay writes it: code, then the text (enhanced code first).
+    /// Lines after the first are joined as lettre hands them over (codes dropped).
+    fn v(stage: Stage, reply: &str) -> Verdict {
+        let code: u16 = reply[..3].parse().expect("a code");
+        let text: Vec<&str> = reply.lines().map(|l| l.get(4..).unwrap_or("")).collect();
+        let text = text.join(" ");
+        classify(stage, code, enhanced_code(&text).as_deref(), &text)
+    }
+
+    /// Published replies of the relays operators use, each at the stage it comes and with
+    /// the verdict the contract gives it. Texts are as the providers publish them (the
+    /// addresses, IPs and ids in them are ours).
+    const CORPUS: &[(Stage, &str, Verdict)] = &[
+        // Microsoft 365 / Exchange Online: "Email non-delivery reports and SMTP errors in
+        // Exchange Online" (learn.microsoft.com/exchange/troubleshoot/email-delivery/ndr/
+        // non-delivery-reports-in-exchange-online), "Message storage and concurrent
+        // connection throttling for SMTP Authenticated Submission" (learn.microsoft.com/
+        // exchange/troubleshoot/send-emails/smtp-submission-improvements), "Continuous
+        // error throttling for SMTP AUTH submissions" (learn.microsoft.com/Exchange/
+        // mail-flow-best-practices/continuous-error-throttling-smtp-auth-submissions).
+        (
+            Login,
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+            Auth,
+        ),
+        (
+            Login,
+            "535 5.7.139 Authentication unsuccessful, the request did not meet the criteria to be authenticated successfully. Contact your administrator.",
+            Auth,
+        ),
+        (Login, "535 5.7.3 Authentication unsuccessful", Auth),
+        (
+            MailFrom,
+            "530 5.7.57 Client not authenticated to send mail. Error: 535 5.7.139 Authentication unsuccessful",
+            Auth,
+        ),
+        (
+            MailFrom,
+            "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information.",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "432 4.3.2 Concurrent connections limit exceeded.",
+            RelayBusy,
+        ),
+        (
+            EndOfData,
+            "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+            RelayBusy,
+        ),
+        (
+            EndOfData,
+            "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message Cannot submit message.",
+            RelayQuota,
+        ),
+        (
+            EndOfData,
+            "554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded",
+            Sender,
+        ),
+        (
+            MailFrom,
+            "550 5.2.251 Sender throttled due to continuous mailbox full errors.",
+            RelayQuota,
+        ),
+        (
+            MailFrom,
+            "550 5.2.252 Sender throttled due to continuous send as denied errors.",
+            RelayQuota,
+        ),
+        (
+            EndOfData,
+            "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+            Sender,
+        ),
+        (
+            RcptTo,
+            "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "432 4.3.2 STOREDRV.Deliver; recipient thread limit exceeded",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "451 4.7.500 Server busy. Please try again later from [192.0.2.10]. (AS761)",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "451 4.7.650 The mail server [192.0.2.10] has been temporarily rate limited due to IP reputation.",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP.",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "550 5.7.520 Access denied, Your organization does not allow external forwarding.",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "554 5.6.211 Invalid MIME Content: Single text value size (32768) exceeded allowed maximum (32768) for the 'X-Test' header.",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "452 4.3.1 Insufficient system resources",
+            Transient,
+        ),
+        // Google Workspace / Gmail and smtp-relay.gmail.com: "Gmail SMTP errors and codes"
+        // (support.google.com/a/answer/3726730), "SMTP relay service error messages"
+        // (support.google.com/a/answer/6140680).
+        (
+            Greeting,
+            "421 4.7.0 Try again later, closing connection.",
+            Closing,
+        ),
+        (
+            Ehlo,
+            "421 4.7.0 Try again later, closing connection. (EHLO)",
+            Closing,
+        ),
+        (
+            RcptTo,
+            "421 4.3.0 Temporary System Problem. Try again later",
+            Closing,
+        ),
+        (RcptTo, "421 4.4.5 Server busy, try again later.", Closing),
+        (
+            RcptTo,
+            "421 4.7.28 [192.0.2.10] Our system has detected an unusual rate of unsolicited mail originating from your IP address. To protect our users from spam, mail sent from your IP address has been temporarily rate limited.",
+            Closing,
+        ),
+        (
+            RcptTo,
+            "421 4.7.0 TLS required for RCPT domain, closing connection.",
+            Closing,
+        ),
+        (
+            RcptTo,
+            "450 4.2.1 The user you are trying to contact is receiving mail too quickly. Please resend your message at a later time.",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered. Please resend your message at a later time.",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "450 4.2.1 Peak SMTP relay limit exceeded for customer. This is a temporary error.",
+            RelayBusy,
+        ),
+        (
+            EndOfData,
+            "451 4.3.0 Mail server temporarily rejected message.",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "451 4.3.0 Multiple destination domains per transaction is unsupported. Please try again.",
+            Transient,
+        ),
+        (
+            EndOfData,
+            "451 4.4.2 Timeout - closing connection.",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "452 4.2.2 The email account that you tried to reach is over quota. Please direct the recipient to this article.",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "452 4.5.3 Your message has too many recipients.",
+            RelayBusy,
+        ),
+        (
+            Login,
+            "454 4.7.0 Too many login attempts, please try again later.",
+            RelayBusy,
+        ),
+        (
+            Login,
+            "454 4.7.0 Cannot authenticate due to a temporary system problem. Try again later.",
+            RelayBusy,
+        ),
+        (MailFrom, "530 5.7.0 Authentication Required.", Auth),
+        (Login, "535 5.7.8 Username and Password not accepted.", Auth),
+        (
+            Login,
+            "534 5.7.9 Application-specific password required.",
+            Auth,
+        ),
+        (
+            RcptTo,
+            "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces.",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "550 5.2.1 The email account that you tried to reach is disabled.",
+            Permanent,
+        ),
+        (
+            MailFrom,
+            "550 5.4.5 Daily user sending limit exceeded.",
+            RelayQuota,
+        ),
+        (
+            RcptTo,
+            "550 5.4.5 Daily user sending limit exceeded.",
+            RelayQuota,
+        ),
+        (
+            MailFrom,
+            "550 5.4.5 Daily SMTP relay limit exceeded for user.",
+            RelayQuota,
+        ),
+        (
+            MailFrom,
+            "550 5.7.0 Mail relay denied [192.0.2.10]. Invalid credentials for relay for one of the domains in: example.se (as obtained from HELO and MAIL FROM).",
+            Sender,
+        ),
+        (
+            RcptTo,
+            "550 5.7.1 Invalid credentials for relay [192.0.2.10]. The IP address you've registered in your Workspace SMTP Relay service doesn't match the domain of the account this email is being sent from.",
+            Sender,
+        ),
+        (
+            EndOfData,
+            "550 5.7.26 This mail has been blocked because the sender is unauthenticated.",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "552 5.2.3 Your message exceeded Google's message size limits.",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "550 5.7.1 Our system has detected an unusual rate of unsolicited mail originating from your IP address.",
+            RelayQuota,
+        ),
+        // Amazon SES: "Errors related to the sending quotas for your Amazon SES account"
+        // (docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html), "SMTP
+        // response codes" (docs.aws.amazon.com/ses/latest/dg/troubleshoot-smtp.html).
+        (
+            MailFrom,
+            "454 Throttling failure: Maximum sending rate exceeded",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "454 Throttling failure: Maximum sending rate exceeded",
+            RelayBusy,
+        ),
+        (
+            MailFrom,
+            "454 Throttling failure: Daily message quota exceeded",
+            RelayQuota,
+        ),
+        (
+            EndOfData,
+            "454 Throttling failure: Daily message quota exceeded",
+            RelayQuota,
+        ),
+        (
+            EndOfData,
+            "554 Message rejected: Sending quota exceeded",
+            RelayQuota,
+        ),
+        (Login, "535 Authentication Credentials Invalid", Auth),
+        (
+            EndOfData,
+            "554 Message rejected: Email address is not verified. The following identities failed the check in region EU-NORTH-1: kund@example.se",
+            Permanent,
+        ),
+        (
+            EndOfData,
+            "554 Message rejected: Sending suspended for this account. For more information, please check the inbox of the email address associated with your AWS account.",
+            Sender,
+        ),
+        (Greeting, "421 Too many concurrent connections", Closing),
+        // Postfix: smtpd(8) and postconf(5) (postfix.org), the replies of smtpd's
+        // restrictions as written in its source (reject_unknown_sender_domain,
+        // reject_unlisted_recipient, reject_unauth_destination, anvil rate limits).
+        (
+            RcptTo,
+            "550 5.1.1 <bo@example.se>: Recipient address rejected: User unknown in virtual mailbox table",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "550 5.1.1 <bo@example.se>: Recipient address rejected: User unknown in local recipient table",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "450 4.1.1 <bo@example.se>: Recipient address rejected: unverified address: host mx.example.se[192.0.2.20] said: 450 try again later",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "451 4.3.0 <bo@example.se>: Temporary lookup failure",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "451 4.3.0 <bo@example.se>: Temporary failure, try again later",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "450 4.2.0 <bo@example.se>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.se.html",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "450 4.1.8 <dataskydd@example.se>: Sender address rejected: Domain not found",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "553 5.7.1 <dataskydd@example.se>: Sender address rejected: not owned by user utskick@example.se",
+            Sender,
+        ),
+        (
+            RcptTo,
+            "554 5.7.1 <bo@example.org>: Relay access denied",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "450 4.7.1 Client host rejected: cannot find your hostname, [192.0.2.10]",
+            Transient,
+        ),
+        (
+            Greeting,
+            "421 4.7.0 smtp.example.se Error: too many connections from 192.0.2.10",
+            Closing,
+        ),
+        (
+            RcptTo,
+            "421 4.7.0 smtp.example.se Error: too many errors",
+            Closing,
+        ),
+        (RcptTo, "452 4.5.3 Error: too many recipients", RelayBusy),
+        (
+            MailFrom,
+            "450 4.7.1 Error: too much mail from 192.0.2.10",
+            RelayBusy,
+        ),
+        (
+            EndOfData,
+            "552 5.3.4 Message size exceeds fixed limit",
+            Permanent,
+        ),
+        (Data, "554 5.5.1 Error: no valid recipients", Permanent),
+        (
+            Login,
+            "535 5.7.8 Error: authentication failed: authentication failure",
+            Auth,
+        ),
+        (
+            MailFrom,
+            "530 5.7.0 Must issue a STARTTLS command first",
+            Auth,
+        ),
+        (RcptTo, "452 4.4.5 Insufficient system storage", RelayBusy),
+        (
+            Greeting,
+            "554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org",
+            Refuses,
+        ),
+        (
+            StartTls,
+            "454 4.7.0 TLS not available due to local problem",
+            RelayBusy,
+        ),
+        // Exim: the Exim specification, chapters "Access control lists" (ratelimit, verify
+        // = sender) and "The appendfile transport" (quota) (exim.org/exim-html-current/
+        // doc/html/spec_html).
+        (RcptTo, "550 Unrouteable address", Permanent),
+        (
+            RcptTo,
+            "451 Temporary local problem - please try later",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "550-Verification failed for <dataskydd@example.se>\n550 Sender verify failed",
+            Sender,
+        ),
+        (
+            RcptTo,
+            "451 Could not complete sender verify callout",
+            RelayBusy,
+        ),
+        (RcptTo, "550 Administrative prohibition", Permanent),
+        (RcptTo, "550 relay not permitted", Permanent),
+        (
+            EndOfData,
+            "552 5.2.2 <bo@example.se>: mailbox is full (MTA-imposed quota exceeded while writing to file /var/mail/bo)",
+            Permanent,
+        ),
+        (
+            RcptTo,
+            "451 Sender rate overlimit - 120.0 / 1h / per_rcpt",
+            RelayBusy,
+        ),
+        (
+            Greeting,
+            "421 Too many concurrent SMTP connections; please try again later.",
+            Closing,
+        ),
+        (
+            RcptTo,
+            "450 4.2.0 <bo@example.se>: greylisted, please try again later",
+            Transient,
+        ),
+        // RFC 5321 4.2.2 / 4.2.3 generic replies, as many small relays send them.
+        (
+            RcptTo,
+            "450 Requested mail action not taken: mailbox unavailable",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "452 Requested action not taken: insufficient system storage",
+            Transient,
+        ),
+        (
+            RcptTo,
+            "550 Requested action not taken: mailbox unavailable",
+            Permanent,
+        ),
+        (Greeting, "554 No SMTP service here", Refuses),
+    ];
+
+    #[test]
+    fn the_reply_corpus_gets_the_contracts_verdicts() {
+        assert!(CORPUS.len() >= 60, "{} replies", CORPUS.len());
+        let wrong: Vec<String> = CORPUS
+            .iter()
+            .filter(|(stage, reply, want)| v(*stage, reply) != *want)
+            .map(|(stage, reply, want)| {
+                format!("{stage:?} {reply:?}: {:?}, not {want:?}", v(*stage, reply))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
-    fn classification_of_the_contract() {
+    fn try_again_later_alone_is_no_evidence_about_the_relay() {
+        for stage in [RcptTo, Data, EndOfData] {
+            assert_eq!(
+                v(stage, "451 4.3.0 Temporary failure, try again later"),
+                Transient
+            );
+            assert_eq!(v(stage, "451 4.7.1 Please try again later"), Transient);
+        }
+        // The same reply to MAIL FROM speaks for the sender: the run pauses.
         assert_eq!(
-            v(
-                550,
-                "5.1.1 <bo@example.se>: Recipient address rejected: User unknown"
-            ),
-            Verdict::Permanent
+            v(MailFrom, "451 4.3.0 Temporary failure, try again later"),
+            RelayBusy
         );
-        assert_eq!(v(451, "4.3.0 Temporary lookup failure"), Verdict::Transient);
-        assert_eq!(v(450, "4.2.2 Mailbox full, over quota"), Verdict::Transient);
-        assert_eq!(v(552, "5.2.2 Mailbox full"), Verdict::Permanent);
-        assert_eq!(v(421, "4.7.0 Too many connections"), Verdict::RelayBusy);
-        assert_eq!(v(451, "4.7.1 Rate limit exceeded"), Verdict::RelayBusy);
+        assert_eq!(v(MailFrom, "553 5.1.8 Sender address rejected"), Sender);
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_stage() {
+        use std::collections::HashSet;
+        let stages: HashSet<_> = WHOSE.iter().map(|(s, _)| format!("{s:?}")).collect();
+        assert_eq!(stages.len(), WHOSE.len());
+        assert_eq!(speaks(Greeting), Speaks::Relay);
+        assert_eq!(speaks(Login), Speaks::Login);
+        assert_eq!(speaks(MailFrom), Speaks::Sender);
+        assert_eq!(speaks(EndOfData), Speaks::Recipient);
+    }
+
+    #[test]
+    fn single_words_match_whole_words() {
+        assert!(!says("please use a separate transaction", &["rate"]));
+        assert!(says("rate exceeded", &["rate"]));
+        assert!(says("sender throttled", &["throttl"]));
+    }
+
+    #[test]
+    fn a_signature_leaves_out_what_names_one_recipient() {
+        let r = |t: &str| Reply {
+            code: 451,
+            enhanced: enhanced_code(t),
+            text: t.to_string(),
+        };
         assert_eq!(
-            v(452, "4.4.5 Insufficient system storage"),
-            Verdict::RelayBusy
+            r("4.3.0 <a@example.se>: Temporary failure").signature(),
+            r("4.3.0 <b@example.org>: Temporary failure").signature()
         );
-        assert_eq!(
-            v(454, "4.7.0 TLS not available due to local problem"),
-            Verdict::RelayBusy
+        assert_ne!(
+            r("4.3.0 <a@example.se>: Temporary failure").signature(),
+            r("4.3.0 <a@example.se>: Greylisted").signature()
         );
-        assert_eq!(
-            v(550, "5.4.5 Daily user sending quota exceeded"),
-            Verdict::RelayQuota
-        );
-        assert_eq!(
-            v(554, "Message rejected: Sending quota exceeded"),
-            Verdict::RelayQuota
-        );
-        assert_eq!(v(535, "5.7.8 Error: authentication failed"), Verdict::Auth);
-        assert_eq!(
-            v(
-                535,
-                "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled"
-            ),
-            Verdict::Auth
-        );
-        assert_eq!(v(450, "Too many messages, slow down"), Verdict::RelayBusy);
-        assert_eq!(v(554, "5.7.1 Relay access denied"), Verdict::Permanent);
     }
 
     #[test]

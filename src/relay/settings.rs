@@ -21,6 +21,9 @@ pub struct Settings {
     pub(super) auth: AuthMethod,
     pub(super) username: String,
     pub(super) secret: Option<SecretString>,
+    /// Long mailings: the OAuth2 token, fetched again when old or refused (instead of
+    /// `secret`).
+    pub(super) token: Option<std::sync::Arc<secrets::TokenCache>>,
     /// Timeout for each step.
     pub timeout: Duration,
     pub(super) tls: Option<TlsParameters>,
@@ -75,6 +78,7 @@ impl Settings {
             auth: smtp.auth,
             username: smtp.username.clone().unwrap_or_default(),
             secret,
+            token: None,
             timeout: smtp.timeout,
             tls,
             helo,
@@ -108,18 +112,16 @@ fn local_client_id() -> ClientId {
 
 /// Reads the relay's secret, as the config says.
 pub fn relay_settings(config: &Config) -> Result<Settings, Fail> {
-    let secret = match &config.smtp.secret {
-        None => None,
-        Some(source) => {
-            let what = if config.smtp.auth == AuthMethod::Xoauth2 {
-                "OAuth2 access token"
-            } else {
-                "SMTP password"
-            };
-            Some(secrets::read(source, what).input()?)
-        }
+    let what = if config.smtp.auth == AuthMethod::Xoauth2 {
+        "OAuth2 access token"
+    } else {
+        "SMTP password"
     };
-    Settings::new(config, secret).input()
+    // Long mailings: the token is fetched again when old (secrets::TokenCache).
+    let (secret, token) = secrets::smtp_secret(config, what).input()?;
+    let mut settings = Settings::new(config, secret).input()?;
+    settings.token = token;
+    Ok(settings)
 }
 
 /// Maps a failed first connection to the exit code the contract gives it.

@@ -17,17 +17,16 @@ use governor::{Quota, RateLimiter};
 use lettre::Address;
 use tokio::sync::mpsc;
 
-use super::queue::Queue;
+use super::queue::{Queue, Streak, pause_for};
 use super::report::{Report, Stop};
 use super::{Plan, Selection, corrected};
 use crate::exit_codes::ExitCode;
 use crate::journal::{self, Class, Event, Journal, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
-use crate::private;
 use crate::progress::Progress;
 use crate::recipients::file_stem;
-use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Verdict};
+use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Stage, Verdict};
 
 /// One message to deliver.
 #[derive(Debug, Clone)]
@@ -44,6 +43,8 @@ pub(super) struct Job {
     pub(super) attempts: u32,
     /// Attempts in earlier runs (for the attempt number).
     pub(super) earlier: u32,
+    /// This run's attempts that ended in the recipient's own failure.
+    pub(super) failures: u32,
 }
 
 /// Where a delivery task's connection slot went.
@@ -62,8 +63,12 @@ pub(super) enum Outcome {
         class: Class,
         reason: String,
     },
-    /// Lost after DATA: booked unknown, not retried in this run.
-    Unknown,
+    /// Lost after DATA (or the relay broke the protocol after it): booked unknown, not
+    /// retried in this run.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
     /// The relay refused for itself; the job goes back in the queue.
     Relay {
         verdict: Verdict,
@@ -92,6 +97,8 @@ pub(super) struct Engine {
     pub(super) plan: Plan,
     pub(super) journal: Arc<Journal>,
     pub(super) archive: Option<PathBuf>,
+    /// The same refusal to different recipients in a row.
+    pub(super) streak: std::sync::Mutex<Streak>,
 }
 
 impl Engine {
@@ -112,9 +119,8 @@ impl Engine {
         let quota = Quota::with_period(per.max(Duration::from_nanos(1)))
             .map(|q| q.allow_burst(NonZeroU32::new(sending.burst).unwrap_or(NonZeroU32::MIN)));
         let limiter = quota.map(RateLimiter::direct);
-        let daily_budget = sending
-            .daily_limit
-            .map(|d| d.saturating_sub(this.journal.sent_last_24h));
+        // Long mailings: daily_limit as a rolling window, and the waits (limit_window).
+        let mut limits = crate::limit_window::Limits::new(&this.mailing.config, &this.journal);
 
         // Idle workers; `pop` takes from the end, so the connection already open goes first.
         let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
@@ -133,7 +139,6 @@ impl Engine {
             .unwrap_or(usize::MAX)
             .clamp(1, concurrency * 2);
         let mut staged: VecDeque<(Job, journal::Ticket)> = VecDeque::new();
-        let mut dispatched_budget = 0u64;
         let mut interrupts = 0u32;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -142,7 +147,7 @@ impl Engine {
             let stopping = report.stop.is_some();
             if !stopping
                 && staged.len() < window
-                && daily_budget.is_none_or(|b| dispatched_budget + (staged.len() as u64) < b)
+                && limits.may_start((in_flight + staged.len()) as u64)
                 && let Some(job) = next.take()
             {
                 staged.push_back(this.stage(job));
@@ -160,13 +165,20 @@ impl Engine {
             {
                 break;
             }
-            if let Some(budget) = daily_budget
-                && !stopping
-                && dispatched_budget >= budget
-                && next.is_some()
-                && in_flight == 0
-            {
-                report.stop = Some(Stop::DailyLimit(sending.daily_limit.unwrap_or(0)));
+            if !stopping && next.is_some() && in_flight == 0 && limits.full() {
+                let limit = limits.daily_limit().unwrap_or(0);
+                match limits.wait_for_window() {
+                    None => report.stop = Some(Stop::DailyLimit(limit)),
+                    Some(wait) if wait.long => {
+                        progress.note(&format!(
+                            "daily_limit {limit} reached (rolling 24 h): waiting until {} (local time); Ctrl-C stops, a later `utskick send` goes on",
+                            crate::limit_window::local_time(wait.until)
+                        ));
+                        this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report)
+                            .await;
+                    }
+                    Some(_) => {}
+                }
                 continue;
             }
             let paused = queue
@@ -177,7 +189,7 @@ impl Engine {
                 && !stopping
                 && !paused
                 && !idle.is_empty()
-                && daily_budget.is_none_or(|b| dispatched_budget < b);
+                && limits.may_start(in_flight as u64);
             let earliest_retry = queue.retries.peek().map(|d| d.at);
             tokio::select! {
                 biased;
@@ -202,7 +214,28 @@ impl Engine {
                 }
                 Some((job, outcome)) = res_rx.recv(), if in_flight > 0 => {
                     in_flight -= 1;
+                    match outcome {
+                        Outcome::Sent => limits.sent(),
+                        // Long mailings: a daily quota is waited out (when_limited = "wait").
+                        Outcome::Relay { verdict: Verdict::RelayQuota, ref reason } => {
+                            if let Some(wait) = limits.wait_for_quota() {
+                                progress.note(&format!(
+                                    "the relay's daily quota is used up ({reason}): trying again at {} (local time); Ctrl-C stops, a later `utskick send` goes on",
+                                    crate::limit_window::local_time(wait.until)
+                                ));
+                                queue.front.push_front(job);
+                                this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report).await;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
                     queue.handle(&mut report, progress, &sending, job, outcome);
+                }
+                _ = crate::limit_window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
+                    if limits.done_waiting() {
+                        progress.note("the wait is over: going on");
+                    }
                 }
                 _ = async { if let Some(p) = queue.paused_until { tokio::time::sleep_until(p).await } }, if paused && (next.is_some() || !staged.is_empty()) => {
                     queue.paused_until = None;
@@ -237,15 +270,25 @@ impl Engine {
                 }, if can_dispatch => {
                     if let (Some((job, ticket)), Some(conn)) = (staged.pop_front(), idle.pop()) {
                         in_flight += 1;
-                        dispatched_budget += 1;
                         let this = this.clone();
                         let tx = res_tx.clone();
                         let give_back = conn_tx.clone();
+                        let cool_down = pause_for(&sending, 1);
                         tokio::spawn(async move {
                             let (job, outcome, slot) = this.attempt(conn, job, ticket, &give_back).await;
+                            // A connection the relay closed (421, a busy greeting) pauses
+                            // before it reconnects; the others go on.
+                            let closed = matches!(
+                                outcome,
+                                Outcome::Relay { verdict: Verdict::Closing, .. }
+                                    | Outcome::NoConnection(ConnectError::Busy { .. })
+                            );
                             let _ = tx.send((job, outcome)).await;
                             // Sent after the outcome: the dispatcher takes the outcome first.
                             if let Slot::Later(conn) = slot {
+                                if closed {
+                                    tokio::time::sleep(cool_down).await;
+                                }
                                 let _ = give_back.send(conn.map(|c| *c));
                             }
                         });
@@ -275,6 +318,33 @@ impl Engine {
         let _ = producer.join();
         let _ = taken;
         report
+    }
+
+    /// Long mailings: before a wait of hours, attempts journaled ahead are withdrawn (their
+    /// jobs go back in line) and idle connections are closed; the next login after the
+    /// wait fetches a new token where the old one has expired.
+    async fn idle_while_waiting(
+        &self,
+        staged: &mut VecDeque<(Job, journal::Ticket)>,
+        queue: &mut Queue,
+        idle: &mut [Option<Connection>],
+        report: &mut Report,
+    ) {
+        while let Some((mut job, ticket)) = staged.pop_front() {
+            let _ = ticket.await;
+            match self.withdraw(&mut job, "the run waits for a limit").await {
+                Ok(()) => queue.front.push_back(job),
+                Err(e) => {
+                    report.unbooked.push(job.key);
+                    report.stop = Some(Stop::Fatal(format!("{e:#}; sending stopped at once")));
+                }
+            }
+        }
+        for slot in idle.iter_mut() {
+            if let Some(c) = slot.take() {
+                c.quit().await;
+            }
+        }
     }
 
     /// Reads the CSV again and feeds the chosen recipients' messages, in order.
@@ -339,6 +409,7 @@ impl Engine {
             bytes: Arc::new(built.bytes),
             archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
             attempts: 0,
+            failures: 0,
             earlier: self
                 .journal
                 .recipients
@@ -436,20 +507,64 @@ impl Engine {
         // message's DATA goes out (awaited after the relay's 354).
         // An attempt journaled ahead may be durable while a later line (another message's
         // outcome) failed: no message goes out once the journal cannot be written.
+        // With an archive, the message's file is written and fsynced meanwhile, and is
+        // durable before DATA too; a message that cannot be archived is not sent.
+        let mut archiving = match &self.archive {
+            Some(dir) if !test => {
+                let (dir, name, bytes) = (dir.clone(), job.archive_name.clone(), job.bytes.clone());
+                Some(tokio::task::spawn_blocking(move || {
+                    crate::archive::write(&dir, &name, &bytes)
+                }))
+            }
+            _ => None,
+        };
+        let archive_failed = std::sync::OnceLock::new();
+        let archived = std::sync::OnceLock::new();
         let durable = async {
+            let archiving = archiving.take();
             match ticket.await {
                 Ok(Ok(())) if self.writer.is_broken() => {
-                    Err("the journal cannot be written".to_string())
+                    return Err("the journal cannot be written".to_string());
                 }
-                Ok(result) => result,
-                Err(_) => Err("the journal writer stopped".to_string()),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("the journal writer stopped".to_string()),
             }
+            let failed = match archiving {
+                None => return Ok(()),
+                Some(task) => match task.await {
+                    Ok(Ok(file)) => {
+                        let _ = archived.set(file);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the archive writer stopped: {e}"),
+                },
+            };
+            let _ = archive_failed.set(failed.clone());
+            Err(failed)
         };
         let delivery = conn
             .deliver(&self.settings.from, &job.rcpt, &job.wire, durable)
             .await;
+        // Refused before DATA: the file was written all the same, and is taken back below.
+        if let Some(task) = archiving.take()
+            && let Ok(Ok(file)) = task.await
+        {
+            let _ = archived.set(file);
+        }
         if let Delivery::NotSent(e) = delivery {
             conn.quit().await;
+            if let Some(reason) = archive_failed.get() {
+                // The journal works: the attempt whose message never went out is withdrawn.
+                let reason = format!("{reason}; the message was not sent");
+                let booked_unknown = self.withdraw(&mut job, &reason).await.is_err();
+                let failed = Outcome::JournalFailed {
+                    reason,
+                    booked_unknown,
+                };
+                return (job, failed, Slot::Later(None));
+            }
             let failed = Outcome::JournalFailed {
                 reason: format!("cannot write journal {}: {e}", self.writer.path().display()),
                 booked_unknown: true,
@@ -457,8 +572,15 @@ impl Engine {
             return (job, failed, Slot::Later(None));
         }
         let (event, outcome) = self.book(&job, delivery, test);
-        let slot = if matches!(outcome, Outcome::Relay { .. }) {
-            // The relay spoke for itself (421 closes the connection): start afresh, later.
+        if let Some(file) = archived.get()
+            && !matches!(outcome, Outcome::Sent | Outcome::Unknown { .. })
+        {
+            file.not_delivered();
+        }
+        let slot = if matches!(outcome, Outcome::Relay { .. } | Outcome::Unknown { .. }) {
+            // The relay spoke for itself (421 closes the connection), or left the outcome
+            // unknown: start afresh, once the dispatcher has counted this outcome (a few
+            // unknowns in a row stop the run before another message goes out).
             conn.quit().await;
             Slot::Later(None)
         } else if conn.usable() {
@@ -469,13 +591,6 @@ impl Engine {
             let _ = give_back.send(None);
             Slot::Returned
         };
-        if let Outcome::Sent = outcome
-            && let Some(dir) = &self.archive
-            && !test
-        {
-            let _ = private::create_dir(dir)
-                .and_then(|()| private::write_file(&dir.join(&job.archive_name), &job.bytes));
-        }
         if let Err(e) = self.writer.append_durable(&event).await {
             let failed = Outcome::JournalFailed {
                 reason: format!("{e:#}"),
@@ -510,12 +625,81 @@ impl Engine {
         )
     }
 
+    /// Whose a refusal at RCPT, DATA or the final dot is: the classifier's verdict, unless
+    /// the same refusal has now hit several different recipients in a row (their first
+    /// refusals in this run), which speaks for the relay: a 4xx then pauses the run, a
+    /// 5xx stops it. Replies with a recipient-specific status (X.1.x, X.2.x) never count.
+    fn judge(&self, job: &Job, stage: Stage, reply: &relay::Reply) -> Verdict {
+        let verdict = reply.verdict(stage);
+        let specific = reply
+            .enhanced
+            .as_deref()
+            .is_some_and(|e| e[1..].starts_with(".1.") || e[1..].starts_with(".2."));
+        if !matches!(verdict, Verdict::Transient | Verdict::Permanent)
+            || specific
+            || job.failures > 0
+        {
+            return verdict;
+        }
+        let Ok(mut streak) = self.streak.lock() else {
+            return verdict;
+        };
+        match (streak.refused(&job.key, reply.signature()), verdict) {
+            (false, v) => v,
+            (true, Verdict::Transient) => Verdict::RelayBusy,
+            (true, _) => Verdict::Refuses,
+        }
+    }
+
+    /// A transient failure with no reply to book (nothing of the message went out).
+    fn transient(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Failed {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                code: None,
+                enhanced: None,
+                reply: reason.clone(),
+                class: Class::Transient,
+                test,
+            },
+            Outcome::Failed {
+                class: Class::Transient,
+                reason,
+            },
+        )
+    }
+
+    /// The message may have gone out and nobody knows whether the relay took it.
+    fn unknown(&self, job: &Job, test: bool, reason: String) -> (Event, Outcome) {
+        (
+            Event::Unknown(Unsent {
+                ts: journal::now(),
+                run: self.run.clone(),
+                key: job.key.clone(),
+                email: job.email.clone(),
+                message_id: job.message_id.clone(),
+                reason: reason.clone(),
+                test,
+            }),
+            Outcome::Unknown { reason },
+        )
+    }
+
     fn book(&self, job: &Job, delivery: Delivery, test: bool) -> (Event, Outcome) {
         let ts = journal::now();
         let run = self.run.clone();
         let key = job.key.clone();
         let email = job.email.clone();
         let message_id = job.message_id.clone();
+        if let Delivery::Sent(_) = delivery
+            && let Ok(mut streak) = self.streak.lock()
+        {
+            streak.delivered();
+        }
         match delivery {
             Delivery::Sent(reply) => (
                 Event::Sent {
@@ -530,7 +714,7 @@ impl Engine {
                 },
                 Outcome::Sent,
             ),
-            Delivery::Refused(reply) => match reply.verdict() {
+            Delivery::Refused(stage, reply) => match self.judge(job, stage, &reply) {
                 v @ (Verdict::Transient | Verdict::Permanent) => {
                     let class = if v == Verdict::Transient {
                         Class::Transient
@@ -559,44 +743,24 @@ impl Engine {
             Delivery::SenderRefused(reply) => {
                 // Never the recipient's failure: the relay pauses the run (4xx, rate,
                 // quota) or the run stops (the sender refused, a login missing).
-                let verdict = match reply.verdict() {
-                    v @ (Verdict::RelayBusy | Verdict::RelayQuota | Verdict::Auth) => v,
-                    Verdict::Transient => Verdict::RelayBusy,
-                    Verdict::Permanent | Verdict::Sender => Verdict::Sender,
-                };
+                let verdict = reply.verdict(Stage::MailFrom);
                 self.deferred(job, reply, verdict, test)
             }
-            Delivery::LostBeforeData(reason) => (
-                Event::Failed {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    code: None,
-                    enhanced: None,
-                    reply: format!("connection lost before DATA: {reason}"),
-                    class: Class::Transient,
-                    test,
-                },
-                Outcome::Failed {
-                    class: Class::Transient,
-                    reason: format!("connection lost before DATA: {reason}"),
-                },
-            ),
-            // Handled before booking (nothing can be booked); as unknown, to be safe.
-            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => (
-                Event::Unknown(Unsent {
-                    ts,
-                    run,
-                    key,
-                    email,
-                    message_id,
-                    reason: format!("connection lost after DATA: {reason}"),
-                    test,
-                }),
-                Outcome::Unknown,
-            ),
+            Delivery::LostBeforeData(reason) => {
+                self.transient(job, test, format!("connection lost before DATA: {reason}"))
+            }
+            Delivery::Violation {
+                after_data: false,
+                reason,
+            } => self.transient(job, test, format!("protocol violation: {reason}")),
+            Delivery::Violation {
+                after_data: true,
+                reason,
+            } => self.unknown(job, test, format!("protocol violation after DATA: {reason}")),
+            // NotSent is handled before booking (nothing can be booked); as unknown, to be safe.
+            Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => {
+                self.unknown(job, test, format!("connection lost after DATA: {reason}"))
+            }
         }
     }
 }

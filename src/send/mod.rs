@@ -275,6 +275,26 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         chosen.already_sent,
         journal_path.display()
     );
+    // Long mailings: how long it takes and when it ends (relay_profile).
+    let (estimate, too_much) = if plan.selection.is_test() {
+        (None, None)
+    } else {
+        let (line, warning) =
+            crate::relay_profile::for_run(&mailing.config, &journal, chosen.count);
+        (Some(line), warning)
+    };
+    let question = match &estimate {
+        Some(e) => format!("{question}\n  estimate: {e}"),
+        None => question,
+    };
+    if let Some(w) = &too_much {
+        out.warn(w);
+    }
+    if plan.yes
+        && let Some(e) = &estimate
+    {
+        out.info(&format!("estimate: {e}"));
+    }
     if !plan.yes
         && !confirm(
             &crate::deliverability::confirmation(&question, &mailing.config),
@@ -313,6 +333,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         plan: plan.clone(),
         journal: journal.clone(),
         archive: mailing.config.journal.archive.clone(),
+        streak: Default::default(),
     };
     let mut report = runtime.block_on(engine.run(first, chosen.count, &progress));
     progress.finish();

@@ -10,13 +10,23 @@ use crate::journal::Class;
 use crate::progress::Progress;
 use crate::relay::{ConnectError, Verdict};
 
+/// Relay refusals in a row (with no delivery in between) before the run gives up.
 pub(super) const MAX_RELAY_PUSHBACKS: u32 = 8;
+/// Unknown outcomes in a row (a relay that stops answering after DATA) that stop the run:
+/// at 30 s a timeout, 10,000 such recipients would take days, each left `unknown`.
+pub(super) const UNKNOWN_BREAKER: u32 = 3;
+/// Different recipients in a row refused alike before the refusal counts as the relay's.
+pub(super) const SAME_REFUSAL: usize = 3;
 /// The longest pause the relay can impose on the run.
-pub(super) const MAX_PAUSE: Duration = Duration::from_secs(300);
+pub(super) const MAX_PAUSE: Duration = Duration::from_secs(120);
 
-/// How long the run pauses after the relay's `n`-th pushback in a row.
+/// How long the run pauses after the relay's `n`-th pushback in a row: from
+/// `retry_delay`, but never more than a second at first (pushback starts small), doubling,
+/// at most `MAX_PAUSE`.
 pub(super) fn pause_for(sending: &crate::config::Sending, n: u32) -> Duration {
-    let base = sending.retry_delay.max(Duration::from_millis(200));
+    let base = sending
+        .retry_delay
+        .clamp(Duration::from_millis(200), Duration::from_secs(1));
     (base * 2u32.saturating_pow(n.saturating_sub(1))).min(MAX_PAUSE)
 }
 
@@ -45,6 +55,33 @@ impl Ord for Delayed {
     }
 }
 
+/// The same refusal to different recipients in a row, with no delivery in between:
+/// evidence that the refusal is the relay's, whatever its words.
+#[derive(Debug, Default)]
+pub(super) struct Streak {
+    signature: String,
+    keys: Vec<String>,
+}
+
+impl Streak {
+    /// Counts a refusal; true once `SAME_REFUSAL` different recipients got it in a row.
+    pub(super) fn refused(&mut self, key: &str, signature: String) -> bool {
+        if signature != self.signature {
+            self.signature = signature;
+            self.keys.clear();
+        }
+        if !self.keys.iter().any(|k| k == key) {
+            self.keys.push(key.to_string());
+        }
+        self.keys.len() >= SAME_REFUSAL
+    }
+
+    /// A delivery: whatever came before was not the relay's.
+    pub(super) fn delivered(&mut self) {
+        self.keys.clear();
+    }
+}
+
 /// The dispatcher's queues and the relay's pushback state.
 pub(super) struct Queue {
     /// Transient failures waiting for their next attempt.
@@ -57,6 +94,10 @@ pub(super) struct Queue {
     pub(super) paused_until: Option<tokio::time::Instant>,
     /// Relay pushbacks in a row, without a delivery in between.
     pub(super) pushbacks: u32,
+    /// Outcomes in a row that are unknown (lost or broken after DATA).
+    pub(super) unknowns: u32,
+    /// Connections closed on us in a row (421), without a delivery in between.
+    pub(super) closings: u32,
 }
 
 impl Queue {
@@ -67,6 +108,8 @@ impl Queue {
             seq: 0,
             paused_until: None,
             pushbacks: 0,
+            unknowns: 0,
+            closings: 0,
         }
     }
 
@@ -84,11 +127,17 @@ impl Queue {
                 report.attempts += 1;
                 report.sent += 1;
                 self.pushbacks = 0;
+                self.unknowns = 0;
+                self.closings = 0;
                 progress.sent(&job.key, &job.email);
             }
             Outcome::Failed { class, reason } => {
+                let mut job = job;
+                job.failures += 1;
                 report.attempts += 1;
                 self.pushbacks = 0;
+                self.unknowns = 0;
+                self.closings = 0;
                 if class == Class::Transient && job.attempts < sending.max_attempts {
                     let delay = sending.retry_delay * 2u32.saturating_pow(job.attempts - 1);
                     progress.note(&format!(
@@ -112,14 +161,21 @@ impl Queue {
                     progress.failed(&job.key, &job.email, &reason);
                 }
             }
-            Outcome::Unknown => {
+            Outcome::Unknown { reason } => {
                 report.attempts += 1;
                 report.unknown += 1;
+                self.unknowns += 1;
                 progress.failed(
                     &job.key,
                     &job.email,
-                    "connection lost after DATA: outcome unknown (a rerun sends it again with the same Message-ID)",
+                    &format!("{reason}: outcome unknown (a rerun sends it again with the same Message-ID)"),
                 );
+                if self.unknowns >= UNKNOWN_BREAKER {
+                    report.stop.get_or_insert(Stop::RelaySilent {
+                        in_a_row: self.unknowns,
+                        last: reason,
+                    });
+                }
             }
             Outcome::Relay { verdict, reason } => match verdict {
                 Verdict::RelayQuota => {
@@ -135,14 +191,23 @@ impl Queue {
                         "the relay refuses the sender: {reason}; check [sender] from, and that the login may send as that address"
                     )));
                 }
+                Verdict::Refuses => {
+                    report.stop.get_or_insert(Stop::Fatal(format!(
+                        "the relay refuses recipient after recipient alike ({reason}): that speaks of the relay or the sender, not of the recipients"
+                    )));
+                }
+                Verdict::Closing => self.closing(report, progress, sending, job, reason),
                 _ => self.pushback(report, progress, sending, job, reason, false),
             },
             Outcome::NoConnection(e) => match e {
-                ConnectError::Auth { .. } | ConnectError::Tls { .. } => {
+                ConnectError::Auth { .. }
+                | ConnectError::Tls { .. }
+                | ConnectError::Refused { .. }
+                | ConnectError::Secret { .. } => {
                     report.stop.get_or_insert(Stop::Fatal(e.to_string()));
                 }
                 ConnectError::Busy { .. } => {
-                    self.pushback(report, progress, sending, job, e.to_string(), false);
+                    self.closing(report, progress, sending, job, e.to_string());
                 }
                 ConnectError::Unreachable { .. } => {
                     self.pushback(report, progress, sending, job, e.to_string(), true);
@@ -159,6 +224,31 @@ impl Queue {
                 }
                 report.stop = Some(Stop::Fatal(format!("{e}; sending stopped at once")));
             }
+        }
+    }
+
+    /// A connection closed on us (421, or a busy greeting): the job goes back first in line
+    /// for another connection, and that connection pauses before it reconnects (the
+    /// engine holds its slot back). Only when every connection says so in a row does the
+    /// whole run pause.
+    fn closing(
+        &mut self,
+        report: &mut Report,
+        progress: &Progress,
+        sending: &crate::config::Sending,
+        job: Job,
+        reason: String,
+    ) {
+        self.closings += 1;
+        if self.closings as usize >= sending.concurrency {
+            self.closings = 0;
+            self.pushback(report, progress, sending, job, reason, false);
+        } else {
+            progress.note(&format!(
+                "a connection was closed ({reason}); it reconnects in {:.1} s",
+                pause_for(sending, 1).as_secs_f32()
+            ));
+            self.front.push_front(job);
         }
     }
 
@@ -213,6 +303,7 @@ mod tests {
             archive_name: String::new(),
             attempts: 1,
             earlier: 0,
+            failures: 0,
         };
         let now = tokio::time::Instant::now();
         let mut heap = BinaryHeap::new();
@@ -246,6 +337,7 @@ mod tests {
             archive_name: String::new(),
             attempts,
             earlier: 0,
+            failures: 0,
         }
     }
 
@@ -382,5 +474,70 @@ mod tests {
         assert_eq!(pause_for(&s, 1), Duration::from_millis(200));
         assert_eq!(pause_for(&s, 2), Duration::from_millis(400));
         assert_eq!(pause_for(&s, 40), MAX_PAUSE);
+    }
+
+    #[test]
+    fn the_same_refusal_to_three_different_recipients_in_a_row_is_the_relays() {
+        let mut streak = Streak::default();
+        let sig = || "451 Temporary failure".to_string();
+        assert!(!streak.refused("a", sig()));
+        // The same recipient again is no new evidence.
+        assert!(!streak.refused("a", sig()));
+        assert!(!streak.refused("b", sig()));
+        assert!(streak.refused("c", sig()));
+        // Another refusal starts over; so does a delivery.
+        assert!(!streak.refused("d", "550 User unknown".into()));
+        assert!(!streak.refused("e", sig()));
+        assert!(!streak.refused("f", sig()));
+        streak.delivered();
+        assert!(!streak.refused("g", sig()));
+    }
+
+    #[test]
+    fn a_closed_connection_pauses_only_itself_unless_every_connection_says_so() {
+        let (s, p) = (sending(), quiet());
+        let mut q = Queue::new();
+        let mut r = Report::default();
+        let closing = || Outcome::Relay {
+            verdict: Verdict::Closing,
+            reason: "421 4.7.0 Try again later, closing connection.".into(),
+        };
+        // concurrency 2: the first 421 leaves the run going, its job first in line.
+        q.handle(&mut r, &p, &s, job("a", 1), closing());
+        assert!(q.paused_until.is_none());
+        assert_eq!(q.front.len(), 1);
+        // A delivery in between: the next 421 is again one connection's.
+        q.handle(&mut r, &p, &s, job("b", 1), Outcome::Sent);
+        q.handle(&mut r, &p, &s, job("c", 1), closing());
+        assert!(q.paused_until.is_none());
+        // Both connections in a row: the whole run pauses.
+        q.handle(&mut r, &p, &s, job("d", 1), closing());
+        assert!(q.paused_until.is_some());
+        assert_eq!(q.front.len(), 3);
+        assert!(r.stop.is_none());
+    }
+
+    #[test]
+    fn three_unknowns_in_a_row_stop_the_run_and_a_delivery_resets_the_count() {
+        let (s, p) = (sending(), quiet());
+        let mut q = Queue::new();
+        let mut r = Report::default();
+        let unknown = || Outcome::Unknown {
+            reason: "no reply to the end of the message within 30 s".into(),
+        };
+        q.handle(&mut r, &p, &s, job("a", 1), unknown());
+        q.handle(&mut r, &p, &s, job("b", 1), unknown());
+        q.handle(&mut r, &p, &s, job("c", 1), Outcome::Sent);
+        q.handle(&mut r, &p, &s, job("d", 1), unknown());
+        q.handle(&mut r, &p, &s, job("e", 1), unknown());
+        assert!(r.stop.is_none());
+        q.handle(&mut r, &p, &s, job("f", 1), unknown());
+        assert!(
+            matches!(r.stop, Some(Stop::RelaySilent { in_a_row: 3, .. })),
+            "{:?}",
+            r.stop
+        );
+        assert_eq!(r.exit_code(10), crate::exit_codes::ExitCode::Fatal);
+        assert!(r.outcome_text().contains("stopped answering after DATA"));
     }
 }

@@ -9,6 +9,13 @@ pub(super) enum Stop {
     Quota(String),
     DailyLimit(u64),
     RelayKeepsRefusing(String),
+    /// Outcomes in a row unknown: the relay stopped answering after DATA.
+    RelaySilent {
+        /// How many in a row.
+        in_a_row: u32,
+        /// The last one's reason.
+        last: String,
+    },
     Fatal(String),
 }
 
@@ -34,6 +41,9 @@ impl Report {
             Some(Stop::DailyLimit(n)) => format!("stopped: daily_limit {n} reached"),
             Some(Stop::RelayKeepsRefusing(r)) => format!("stopped: the relay keeps refusing: {r}"),
             Some(Stop::Fatal(r)) => format!("stopped: {r}"),
+            Some(Stop::RelaySilent { in_a_row, last }) => format!(
+                "stopped: the relay stopped answering after DATA ({in_a_row} messages in a row have an unknown outcome; last: {last}); the rest are left pending for a later `utskick send`"
+            ),
         }
     }
 
@@ -58,7 +68,7 @@ impl Report {
     pub(super) fn exit_code(&self, taken: u64) -> ExitCode {
         match &self.stop {
             Some(Stop::Interrupted) => ExitCode::Interrupted,
-            Some(Stop::Fatal(_)) => ExitCode::Fatal,
+            Some(Stop::Fatal(_) | Stop::RelaySilent { .. }) => ExitCode::Fatal,
             _ if self.sent == taken => ExitCode::Success,
             _ => ExitCode::Incomplete,
         }

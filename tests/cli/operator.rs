@@ -284,6 +284,7 @@ fn check_passes_against_a_plain_relay_and_sends_nothing() {
         "messages",
         "links",
         "journal",
+        "estimate",
         "relay",
     ];
     assert_eq!(order, [&steps[..], records].concat(), "{}", run.stdout);

@@ -19,21 +19,21 @@ use crate::support::tls::{self, ServerCert};
 // ----- helpers -----------------------------------------------------------------------
 
 /// Key 1003 of the example CSV; its address is nobody else's.
-const MARTA_KEY: &str = "1003";
-const MARTA: &str = "marta.sjostrom@example.org";
+pub(crate) const MARTA_KEY: &str = "1003";
+pub(crate) const MARTA: &str = "marta.sjostrom@example.org";
 /// The example CSV's size.
-const EXAMPLE_ROWS: usize = 12;
+pub(crate) const EXAMPLE_ROWS: usize = 12;
 const PASSWORD_VAR: &str = "UTSKICK_SMTP_PASSWORD";
 
 /// The shipped example pointed at `server` (fast: no retry delay, 5 s timeouts).
-fn example(server: &SmtpServer) -> TestEnv {
+pub(crate) fn example(server: &SmtpServer) -> TestEnv {
     let env = TestEnv::example();
     env.relay(server.port());
     env
 }
 
 /// `utskick send --yes` plus `extra`.
-fn send(env: &TestEnv, extra: &[&str]) -> Run {
+pub(crate) fn send(env: &TestEnv, extra: &[&str]) -> Run {
     let mut args = vec!["send", "--yes"];
     args.extend_from_slice(extra);
     env.run(&args)
@@ -41,7 +41,7 @@ fn send(env: &TestEnv, extra: &[&str]) -> Run {
 
 /// Every key's state from the journal: the latest event, with `deferred` (the relay
 /// refused for itself: back to pending) shown as `pending`.
-fn states(env: &TestEnv) -> BTreeMap<String, String> {
+pub(crate) fn states(env: &TestEnv) -> BTreeMap<String, String> {
     env.latest()
         .into_iter()
         .map(|(k, s)| {
@@ -56,7 +56,7 @@ fn states(env: &TestEnv) -> BTreeMap<String, String> {
 }
 
 /// One key's state (`pending` without events).
-fn state(env: &TestEnv, key: &str) -> String {
+pub(crate) fn state(env: &TestEnv, key: &str) -> String {
     states(env)
         .get(key)
         .cloned()
@@ -64,7 +64,7 @@ fn state(env: &TestEnv, key: &str) -> String {
 }
 
 /// The events of one kind for one key.
-fn events_for(env: &TestEnv, kind: &str, key: &str) -> Vec<serde_json::Value> {
+pub(crate) fn events_for(env: &TestEnv, kind: &str, key: &str) -> Vec<serde_json::Value> {
     env.events(kind)
         .into_iter()
         .filter(|e| e["key"] == key)
@@ -90,7 +90,7 @@ fn rows(env: &TestEnv) -> Vec<(String, String)> {
 
 /// Writes a CSV of `n` generated recipients (what the shipped templates use) in place of the
 /// example's; returns (key, email) in order.
-fn write_generated_csv(env: &TestEnv, n: usize) -> Vec<(String, String)> {
+pub(crate) fn write_generated_csv(env: &TestEnv, n: usize) -> Vec<(String, String)> {
     let mut text = String::from("customer_id,name,email,affected,confirmed\n");
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -123,7 +123,7 @@ fn rcpts(received: &[Received]) -> Vec<String> {
 }
 
 /// How many times each address was received.
-fn counts(received: &[Received]) -> BTreeMap<String, usize> {
+pub(crate) fn counts(received: &[Received]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for r in rcpts(received) {
         *m.entry(r).or_insert(0) += 1;
@@ -148,7 +148,7 @@ fn assert_no_failures(env: &TestEnv) {
 
 /// Within each run, every attempt is followed by an outcome for the same key.
 #[track_caller]
-fn assert_every_attempt_has_an_outcome(events: &[serde_json::Value]) {
+pub(crate) fn assert_every_attempt_has_an_outcome(events: &[serde_json::Value]) {
     let mut open: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, e) in events.iter().enumerate() {
         let (Some(run), Some(key)) = (e["run"].as_str(), e["key"].as_str()) else {
@@ -817,6 +817,7 @@ fn daily_quota_stops_cleanly_and_the_next_send_resumes_without_duplicates() {
     });
     let env = example(&server);
     env.set("sending", "concurrency", "1");
+    env.set("sending", "when_limited", "\"stop\"");
     let run = send(&env, &[]);
     run.expect_code(3);
     assert_eq!(server.received().len(), 5);
@@ -875,6 +876,7 @@ fn daily_limit_stops_cleanly_and_a_later_send_resumes() {
     let env = example(&server);
     env.set("sending", "concurrency", "1");
     env.set("sending", "daily_limit", "5");
+    env.set("sending", "when_limited", "\"stop\"");
     let run = send(&env, &[]);
     run.expect_code(3);
     assert_eq!(server.received().len(), 5);

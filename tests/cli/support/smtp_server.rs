@@ -285,7 +285,13 @@ pub struct ServerOptions {
     /// Longest accepted DATA line, CRLF included (longer: the message is refused with 500).
     pub max_data_line: usize,
     pub hook: Hook,
+    /// Decides whether an XOAUTH2 bearer token is good (instead of comparing it with the
+    /// configured password): a relay whose tokens expire. See [`ServerOptions::xoauth2_tokens`].
+    pub token_check: Option<TokenCheck>,
 }
+
+/// Whether a bearer token is accepted now.
+pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -298,6 +304,7 @@ impl Default for ServerOptions {
             smtputf8: false,
             pipelining: false,
             enhanced_status_codes: true,
+            token_check: None,
             size: None,
             extra_extensions: Vec::new(),
             max_command_line: 2048,
@@ -349,6 +356,13 @@ impl ServerOptions {
             .as_mut()
             .expect("ServerOptions::mechanisms needs auth(user, password) first");
         auth.mechanisms = mechanisms.to_vec();
+        self
+    }
+
+    /// XOAUTH2 accepts the user of [`ServerOptions::auth`] with any token `check` accepts
+    /// (e.g. one issued less than a few seconds ago, as a real token endpoint's expire).
+    pub fn xoauth2_tokens(mut self, check: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.token_check = Some(Arc::new(check));
         self
     }
 
@@ -1295,7 +1309,14 @@ impl Session {
                     "user={}\x01auth=Bearer {}\x01\x01",
                     config.user, config.password
                 );
-                if text == expected {
+                let good = match &self.options().token_check {
+                    None => text == expected,
+                    Some(check) => text
+                        .strip_prefix(&format!("user={}\x01auth=Bearer ", config.user))
+                        .and_then(|rest| rest.strip_suffix("\x01\x01"))
+                        .is_some_and(|token| check(token)),
+                };
+                if good {
                     Some(config.user.clone())
                 } else {
                     // Like Gmail: a 334 with a JSON error, the client answers with an empty line.
