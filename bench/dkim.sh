@@ -27,10 +27,10 @@ declare -A MEDIAN
 echo "== $DKIM_ROWS rows, every message written (load $(load_now))"
 for variant in none rsa ed25519; do
     vdir="$TMP/$variant"
-    if [[ "$variant" == none ]]; then
-        make_mailing "$vdir" "$csv"
-    else
-        make_mailing "$vdir" "$csv" "dkim.selector=\"bench\"" "dkim.key_file=\"$TMP/$variant.pem\""
+    make_mailing "$vdir" "$csv"
+    if [[ "$variant" != none ]]; then
+        # config.toml has [dkim] only as a comment: the section goes at the end.
+        printf '\n[dkim]\nselector = "bench"\nkey_file = "%s"\n' "$TMP/$variant.pem" >>"$vdir/config.toml"
     fi
     cp "$dir/$csv" "$vdir/$csv"
     times=()
