@@ -463,7 +463,21 @@ async fn own_key(auth: &MessageAuthenticator, t: &Target<'_>, signer: &Signer) -
                 signer.domain,
                 signer.selector
             );
-            if alignment.is_empty() {
+            if !alignment.is_empty() {
+                Finding::warn(
+                    "dkim",
+                    text,
+                    Some(format!("set [dkim] domain = \"{}\"", t.domain)),
+                )
+            } else if signer.algorithm() == "Ed25519" {
+                // RFC 8463 signatures are not verified by every receiver; Gmail and
+                // Outlook.com have not announced that they count them.
+                Finding::warn(
+                    "dkim",
+                    format!("{text}; but Gmail and Outlook.com may not count an Ed25519 signature"),
+                    Some("sign with an RSA key: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dkim.pem".to_string()),
+                )
+            } else if alignment.is_empty() {
                 Finding::ok("dkim", text)
             } else {
                 Finding::warn(

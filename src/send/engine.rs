@@ -756,7 +756,11 @@ impl Engine {
             Delivery::Violation {
                 after_data: true,
                 reason,
-            } => self.unknown(job, test, format!("protocol violation after DATA: {reason}")),
+            } => self.unknown(
+                job,
+                test,
+                format!("protocol violation after DATA: {reason}"),
+            ),
             // NotSent is handled before booking (nothing can be booked); as unknown, to be safe.
             Delivery::LostAfterData(reason) | Delivery::NotSent(reason) => {
                 self.unknown(job, test, format!("connection lost after DATA: {reason}"))
