@@ -36,8 +36,8 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<Archived> {
     private::create_dir(dir).context("[journal] archive")?;
     let path = dir.join(name);
     let created = !path.exists();
-    let mut file = private::create_file(&path)
-        .with_context(|| format!("cannot write archive file {}", path.display()))?;
+    // create_file names the path and what is wrong with it.
+    let mut file = private::create_file(&path).context("[journal] archive")?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write archive file {}", path.display()))?;

@@ -143,12 +143,7 @@ pub fn run(
                 .values()
                 .filter(|r| r.state == State::Sent)
                 .count();
-            let locked = std::fs::OpenOptions::new()
-                .write(true)
-                .open(crate::journal::lock_path(journal_path))
-                .ok()
-                .map(|f| f.try_lock().is_err())
-                .unwrap_or(false);
+            let locked = crate::journal::is_locked(journal_path);
             line(
                 out,
                 "journal",
@@ -172,9 +167,9 @@ pub fn run(
             if locked {
                 input_ok = false;
             }
-            // Long mailings: what a send of those not yet sent would take (relay_profile).
+            // Long mailings: what a send of those not yet sent would take (relay::profile).
             let left = pre.rendered.saturating_sub(sent as u64);
-            let (estimate, too_much) = crate::relay_profile::for_run(&mailing.config, &j, left);
+            let (estimate, too_much) = crate::relay::profile::for_run(&mailing.config, &j, left);
             line(out, "estimate", true, &estimate);
             if let Some(w) = too_much {
                 out.warn(&w);

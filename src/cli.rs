@@ -158,6 +158,10 @@ pub struct PreviewArgs {
     /// Leave invalid rows out (listed) instead of stopping.
     #[arg(long)]
     pub skip_invalid: bool,
+
+    /// Write one message per variant of the notice instead of one per recipient.
+    #[arg(long)]
+    pub variants: bool,
 }
 
 /// `send`

@@ -11,8 +11,9 @@ use anyhow::Result;
 
 use crate::config::Config;
 
+use crate::message::{Delivery, Prepared};
 use crate::recipients::{CsvSource, Diagnostic, Recipient, Scan};
-use crate::render::{Rendered, Templates};
+use crate::render::Templates;
 use crate::{Fail, ResultExt};
 
 /// Recipients rendered together, split over the cores.
@@ -20,8 +21,8 @@ const BATCH: usize = 256;
 
 /// What rendering one recipient in preflight kept.
 enum Checked {
-    /// The whole notice.
-    Full(Rendered),
+    /// The whole message.
+    Full(Box<Prepared>),
     /// Only the subject (the bodies were rendered and dropped).
     Subject(String),
 }
@@ -34,6 +35,8 @@ pub struct Mailing {
     pub csv: CsvSource,
     /// The templates.
     pub templates: Templates,
+    /// The Date of every message this run prepares.
+    pub date: std::time::SystemTime,
 }
 
 /// What preflight found.
@@ -88,34 +91,38 @@ impl Mailing {
                 config,
                 csv,
                 templates,
+                date: std::time::SystemTime::now(),
             }),
             (Err(a), Err(b)) => Err(Fail::Input(anyhow::anyhow!("{a}\n{b}"))),
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
 
-    /// Renders one recipient's notice and checks that its address can go on the envelope;
-    /// the MIME message is built only for what is written or sent.
-    pub fn render_checked(&self, recipient: &Recipient) -> Result<Rendered> {
-        recipient.email.parse::<lettre::Address>().map_err(|e| {
-            anyhow::anyhow!(
-                "{:?} is not an address the mail library accepts ({e})",
-                recipient.email
-            )
-        })?;
-        self.templates.render(recipient)
+    /// Prepares one recipient's message: the path every row takes up to the transport,
+    /// in preview, send and test sends alike. The address is parsed here, once, and held
+    /// typed from then on.
+    pub fn prepare(
+        &self,
+        recipient: &Recipient,
+        delivery: Delivery<'_>,
+        date: std::time::SystemTime,
+    ) -> Result<Prepared> {
+        let address = crate::message::address(recipient)?;
+        let rendered = self.templates.render(recipient)?;
+        crate::message::prepare(&self.config, recipient, address, rendered, delivery, date)
     }
 
     /// Reads every row and renders every message, on all cores; `each` sees every
-    /// recipient whose message rendered, in CSV order, with its text for the first `full`
-    /// of them (the rest are rendered to check them, and their text dropped).
+    /// recipient whose message rendered, in CSV order, with its prepared message (dated
+    /// `self.date`) for the first `full` of them (the rest are rendered to check them, and
+    /// their text dropped).
     ///
     /// A pipeline: this thread reads and checks the CSV and hands batches of rows to one
     /// render worker per core; finished batches come back and are taken in CSV order.
     pub fn preflight(
         &self,
         full: u64,
-        mut each: impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+        mut each: impl FnMut(&Recipient, Option<&Prepared>) -> Result<()>,
     ) -> Result<Preflight, Fail> {
         let mut pre = Preflight::default();
         let scan = self
@@ -127,15 +134,12 @@ impl Mailing {
         pre.scan = scan;
         for name in &self.templates.named_columns {
             if !self.csv.headers.iter().any(|h| h == name) {
-                pre.scan.warnings.push(crate::recipients::Diagnostic {
-                    file: self.csv.shown.clone(),
-                    line: 1,
-                    column: Some(name.clone()),
-                    message: format!(
-                        "the templates read recipient.{name}, but the file has no such column"
-                    ),
-                    severity: crate::recipients::Severity::Warning,
-                });
+                pre.scan.warnings.push(self.csv.diagnostic(
+                    1,
+                    Some(name),
+                    format!("the templates read recipient.{name}, but the file has no such column"),
+                    crate::recipients::Severity::Warning,
+                ));
             }
         }
         Ok(pre)
@@ -247,17 +251,14 @@ impl Mailing {
         })
     }
 
-    /// Renders one row in preflight: the whole notice, or only checked.
+    /// Prepares one row in preflight: the whole message, or only checked.
     fn check_one(&self, r: &Recipient, full: bool) -> Result<Checked> {
         if full {
-            return self.render_checked(r).map(Checked::Full);
+            return self
+                .prepare(r, Delivery::Notice, self.date)
+                .map(|p| Checked::Full(Box::new(p)));
         }
-        r.email.parse::<lettre::Address>().map_err(|e| {
-            anyhow::anyhow!(
-                "{:?} is not an address the mail library accepts ({e})",
-                r.email
-            )
-        })?;
+        crate::message::address(r)?;
         self.templates.check(r).map(Checked::Subject)
     }
 }
@@ -267,19 +268,19 @@ fn take(
     recipient: &Recipient,
     result: Result<Checked>,
     pre: &mut Preflight,
-    each: &mut impl FnMut(&Recipient, Option<&Rendered>) -> Result<()>,
+    each: &mut impl FnMut(&Recipient, Option<&Prepared>) -> Result<()>,
 ) -> Result<()> {
     match result {
         Ok(checked) => {
             pre.rendered += 1;
-            let (subject, rendered) = match &checked {
-                Checked::Full(r) => (&r.subject, Some(r)),
+            let (subject, prepared) = match &checked {
+                Checked::Full(p) => (&p.rendered.subject, Some(&**p)),
                 Checked::Subject(s) => (s, None),
             };
             if pre.first_subject.is_none() {
                 pre.first_subject = Some(subject.clone());
             }
-            each(recipient, rendered)?;
+            each(recipient, prepared)?;
         }
         Err(e) => {
             let entry = pre

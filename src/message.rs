@@ -18,15 +18,94 @@ use crate::config::Config;
 use crate::recipients::{Recipient, one_line};
 use crate::render::{Rendered, hex};
 
-/// A message ready for the relay.
+/// Where a message goes: to the recipient, or as a test delivery (`--test-to`) to another
+/// address.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery<'a> {
+    /// The recipient's own notice.
+    Notice,
+    /// A test delivery of the recipient's notice to `to`, in run `run`.
+    Test {
+        /// The test address.
+        to: &'a lettre::Address,
+        /// The run, so that each test delivery has its own Message-ID.
+        run: &'a str,
+    },
+}
+
+/// One recipient's message, prepared once for preview, send and test sends alike: what
+/// identifies it, where it goes, its file name and its bytes.
 #[derive(Debug, Clone)]
-pub struct Built {
+pub struct Prepared {
     /// The Message-ID header's value, with angle brackets.
     pub message_id: String,
-    /// The envelope recipient.
-    pub rcpt: String,
-    /// The bytes, CRLF line ends.
+    /// The envelope recipient (the row's address, or the test address).
+    pub rcpt: lettre::Address,
+    /// The file holding it in a preview or the archive (see [`file_name`]).
+    pub file_name: String,
+    /// Its language (`Content-Language`).
+    pub language: &'static str,
+    /// The rendered notice.
+    pub rendered: Rendered,
+    /// The wire bytes, CRLF line ends (see [`build`]).
     pub bytes: Vec<u8>,
+}
+
+/// The language of every message for now: the templates are Swedish.
+pub const LANGUAGE: &str = "sv";
+
+/// The row's address as the mail library holds it: parsed once per row, typed from then on.
+pub fn address(recipient: &Recipient) -> Result<lettre::Address> {
+    recipient.email.parse::<lettre::Address>().map_err(|e| {
+        anyhow!(
+            "{:?} is not an address the mail library accepts ({e})",
+            recipient.email
+        )
+    })
+}
+
+/// Prepares one recipient's message from its parsed address and rendered notice.
+pub fn prepare(
+    config: &Config,
+    recipient: &Recipient,
+    address: lettre::Address,
+    rendered: Rendered,
+    delivery: Delivery<'_>,
+    date: SystemTime,
+) -> Result<Prepared> {
+    let (message_id, rcpt, test) = match delivery {
+        Delivery::Notice => (
+            message_id(&config.campaign, &recipient.key, &config.sender.domain),
+            address,
+            false,
+        ),
+        Delivery::Test { to, run } => (
+            test_message_id(&config.campaign, &recipient.key, run, &config.sender.domain),
+            to.clone(),
+            true,
+        ),
+    };
+    let language = LANGUAGE;
+    let bytes = build(
+        config,
+        recipient,
+        &rendered,
+        &Envelope {
+            message_id: &message_id,
+            to: &rcpt,
+            test,
+            language,
+        },
+        date,
+    )?;
+    Ok(Prepared {
+        message_id,
+        rcpt,
+        file_name: file_name(&recipient.key, &recipient.name),
+        language,
+        rendered,
+        bytes,
+    })
 }
 
 /// `<CAMPAIGN.HASH@DOMAIN>`, HASH from campaign and key.
@@ -52,40 +131,85 @@ pub fn test_message_id(campaign: &str, key: &str, run: &str, domain: &str) -> St
     format!("<{campaign}.test.{}@{domain}>", &hex(&h.finalize())[..32])
 }
 
-/// Builds the message. `to` overrides the envelope and To address (test deliveries).
-pub fn build(
+/// The `.eml` file name of a recipient's message: readable (the key's safe characters and
+/// a slug of the name) and unique per key (a hash of the whole key), so that keys that
+/// differ only in characters a file name cannot hold (`anna.ek@`, `anna_ek@`, `anna+ek@`)
+/// never share a file; only `[a-z0-9_-]` and one `.`, so it stays inside its folder
+/// whatever the key holds (`/`, `..`), and at most 104 bytes however long the key.
+pub fn file_name(key: &str, name: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let slug = crate::recipients::slug(name);
+    if !slug.is_empty() {
+        out.push('-');
+        out.push_str(&slug);
+    }
+    let mut h = Sha256::new();
+    h.update(b"utskick file\0");
+    h.update(key.as_bytes());
+    out.push('-');
+    out.push_str(&hex(&h.finalize())[..16]);
+    out.push_str(".eml");
+    out
+}
+
+/// What goes in the headers besides the recipient's row and notice.
+struct Envelope<'a> {
+    message_id: &'a str,
+    to: &'a lettre::Address,
+    /// A test delivery: marked as such in a header.
+    test: bool,
+    language: &'a str,
+}
+
+/// The one place where a message's wire bytes are made: headers of the contract and the
+/// MIME body, and the DKIM signature over them where `[dkim] key_file` is set.
+fn build(
     config: &Config,
     recipient: &Recipient,
     rendered: &Rendered,
-    message_id: &str,
-    to: Option<&str>,
+    envelope: &Envelope<'_>,
     date: SystemTime,
-) -> Result<Built> {
-    let rcpt = to.unwrap_or(&recipient.email);
-    let address = rcpt
-        .parse::<lettre::Address>()
-        .map_err(|e| anyhow!("{rcpt:?} is not an address the mail library accepts ({e})"))?;
+) -> Result<Vec<u8>> {
     let name = one_line(&recipient.name);
-    let to_box = Mailbox::new(if name.is_empty() { None } else { Some(name) }, address);
+    let to_box = Mailbox::new(
+        if name.is_empty() { None } else { Some(name) },
+        envelope.to.clone(),
+    );
+    // A name lettre would leave unquoted though it is no RFC 5322 phrase (`K.`).
+    let quoted_to = crate::recipients::to_header(&to_box);
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(qp_body(&rendered.text));
     let mut builder = Message::builder()
         .from(config.sender.from.clone())
         .reply_to(config.sender.reply_to.clone())
-        .to(to_box)
+        .to(to_box);
+    if let Some(to) = quoted_to {
+        builder = builder.raw_header(to);
+    }
+    builder = builder
         .subject(one_line(&rendered.subject))
         .date(date)
-        .message_id(Some(message_id.to_string()))
+        .message_id(Some(envelope.message_id.to_string()))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             "auto-generated".to_string(),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Content-Language"),
-            "sv".to_string(),
+            envelope.language.to_string(),
         ));
-    if to.is_some() {
+    if envelope.test {
         builder = builder.raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Utskick-Test"),
             format!(
@@ -105,13 +229,8 @@ pub fn build(
         None => builder.singlepart(text),
     }
     .map_err(|e| anyhow!("cannot build the message: {e}"))?;
-    Ok(Built {
-        message_id: message_id.to_string(),
-        rcpt: rcpt.to_string(),
-        // The one place the wire bytes are made: signed here, so that preview, archive
-        // and relay see the same message.
-        bytes: crate::deliverability::signing::sign_message(config, message.formatted())?,
-    })
+    // Signed here, so that preview, archive and relay see the same bytes.
+    crate::deliverability::signing::sign_message(config, message.formatted())
 }
 
 /// A body in quoted-printable (RFC 2045 6.7), encoded here rather than by lettre, which
@@ -257,19 +376,30 @@ mod tests {
         assert_ne!(a, test_message_id("c-1", "1042", "r", "example.se"));
     }
 
-    #[test]
-    fn headers_of_the_contract() {
-        let c = config();
-        let id = message_id("c-1", "1042", "example.se");
-        let b = build(
-            &c,
-            &recipient("Åsa Öberg"),
-            &rendered(),
-            &id,
-            None,
+    /// The recipient's notice, or a test delivery to `to`.
+    fn prep(r: &Recipient, rendered: Rendered, to: Option<&str>) -> Prepared {
+        let to = to.map(|t| t.parse::<lettre::Address>().expect("test address"));
+        let delivery = match &to {
+            Some(to) => Delivery::Test { to, run: "r" },
+            None => Delivery::Notice,
+        };
+        let address = address(r).expect("address");
+        prepare(
+            &config(),
+            r,
+            address,
+            rendered,
+            delivery,
             SystemTime::UNIX_EPOCH,
         )
-        .expect("builds");
+        .expect("builds")
+    }
+
+    #[test]
+    fn headers_of_the_contract() {
+        let id = message_id("c-1", "1042", "example.se");
+        let b = prep(&recipient("Åsa Öberg"), rendered(), None);
+        assert_eq!(b.message_id, id);
         let h = headers(&b.bytes);
         assert!(h.contains(&format!("Message-ID: {id}")), "{h}");
         assert!(h.contains("Auto-Submitted: auto-generated"), "{h}");
@@ -285,22 +415,14 @@ mod tests {
         let body = String::from_utf8_lossy(&b.bytes);
         assert!(body.contains("Content-Transfer-Encoding: quoted-printable"));
         assert!(body.contains("Hej =C3=85sa!"), "{body}");
-        assert_eq!(b.rcpt, "anna@example.se");
+        assert_eq!(b.rcpt.to_string(), "anna@example.se");
+        assert_eq!(b.language, "sv");
     }
 
     #[test]
     fn header_injection_through_name_is_impossible() {
-        let c = config();
         let evil = "Anna\r\nBcc: evil@example.com\r\nX-Evil: 1";
-        let b = build(
-            &c,
-            &recipient(evil),
-            &rendered(),
-            "<x@example.se>",
-            None,
-            SystemTime::UNIX_EPOCH,
-        )
-        .expect("builds");
+        let b = prep(&recipient(evil), rendered(), None);
         let h = headers(&b.bytes);
         for line in h.split("\r\n") {
             assert!(!line.starts_with("Bcc:"), "{h}");
@@ -308,15 +430,7 @@ mod tests {
         }
         let mut r = rendered();
         r.subject = "Hej\r\nBcc: evil@example.com".into();
-        let b = build(
-            &c,
-            &recipient("A"),
-            &r,
-            "<x@example.se>",
-            None,
-            SystemTime::UNIX_EPOCH,
-        )
-        .expect("builds");
+        let b = prep(&recipient("A"), r, None);
         assert!(
             !headers(&b.bytes)
                 .split("\r\n")
@@ -326,23 +440,63 @@ mod tests {
 
     #[test]
     fn text_only_and_test_delivery() {
-        let c = config();
         let mut r = rendered();
         r.html = None;
-        let b = build(
-            &c,
-            &recipient(""),
-            &r,
-            "<x@example.se>",
-            Some("me@example.se"),
-            SystemTime::UNIX_EPOCH,
-        )
-        .expect("builds");
+        let b = prep(&recipient(""), r, Some("me@example.se"));
         let h = headers(&b.bytes);
         assert!(h.contains("Content-Type: text/plain; charset=utf-8"), "{h}");
         assert!(h.contains("To: me@example.se"), "{h}");
         assert!(h.contains("X-Utskick-Test:"), "{h}");
-        assert_eq!(b.rcpt, "me@example.se");
+        assert_eq!(b.rcpt.to_string(), "me@example.se");
+        assert_eq!(
+            b.message_id,
+            test_message_id("c-1", "1042", "r", "example.se")
+        );
+        assert!(h.contains(&format!("Message-ID: {}", b.message_id)), "{h}");
+    }
+
+    #[test]
+    fn file_names_are_unique_per_key_and_stay_in_their_folder() {
+        let names: Vec<String> = [
+            "anna.ek@example.se",
+            "anna_ek@example.se",
+            "anna+ek@example.se",
+        ]
+        .iter()
+        .map(|k| file_name(k, ""))
+        .collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), 3, "{names:?}");
+        assert_eq!(file_name("1042", "Bo Ek"), file_name("1042", "Bo Ek"));
+        assert!(file_name("1042", "Bo Ek").starts_with("1042-bo-ek-"));
+        let long = "x".repeat(5000);
+        for key in [
+            "../../etc/passwd",
+            "..",
+            "/",
+            "a/b\\c",
+            "\0",
+            long.as_str(),
+            "Ö€😀",
+        ] {
+            let name = file_name(key, "../Åsa/..");
+            assert!(name.len() <= 104, "{name}");
+            assert!(name.ends_with(".eml"), "{name}");
+            assert_eq!(name.matches('.').count(), 1, "{name}");
+            assert!(!name.contains('/') && !name.contains('\\'), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "{name}"
+            );
+            assert_ne!(file_name(key, ""), file_name(&format!("{key}x"), ""));
+        }
+        // Keys differing only in case are different keys: different files, also on a
+        // file system that ignores case.
+        assert_ne!(
+            file_name("Anna", "").to_lowercase(),
+            file_name("anna", "").to_lowercase()
+        );
     }
 
     /// Decodes quoted-printable (for the tests).
@@ -518,8 +672,25 @@ mod proptests {
             text: "Hej!\n".into(),
             html: None,
         };
-        let id = message_id("c-1", key, "example.se");
-        let built = match build(&c, &recipient, &rendered, &id, to, SystemTime::UNIX_EPOCH) {
+        let test_to = to.map(|t| t.parse::<lettre::Address>().expect("test address"));
+        let (id, delivery) = match &test_to {
+            Some(to) => (
+                test_message_id("c-1", key, "r", "example.se"),
+                Delivery::Test { to, run: "r" },
+            ),
+            None => (message_id("c-1", key, "example.se"), Delivery::Notice),
+        };
+        let Ok(address) = address(&recipient) else {
+            return Ok(());
+        };
+        let built = match prepare(
+            &c,
+            &recipient,
+            address,
+            rendered,
+            delivery,
+            SystemTime::UNIX_EPOCH,
+        ) {
             Ok(b) => b,
             // Refusing is fine; what goes out must be sound.
             Err(_) => return Ok(()),

@@ -296,11 +296,16 @@ impl TokenCache {
         })
     }
 
-    /// Runs the command now, outside any async runtime (before the first connection), so
-    /// that a broken command is reported before anything else happens.
+    /// Runs the command now (before the first connection), so that a broken command is
+    /// reported before anything else happens.
     pub fn prime(&self) -> Result<()> {
         let held = self.fetch(1)?;
-        *self.held.blocking_lock() = Some(held);
+        // A new cache has no other user: the lock is free (try_lock never blocks, so this
+        // is safe inside a runtime too).
+        *self
+            .held
+            .try_lock()
+            .map_err(|_| anyhow!("the {TOKEN} is being fetched already"))? = Some(held);
         Ok(())
     }
 

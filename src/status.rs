@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
@@ -23,7 +23,7 @@ use crate::render::Templates;
 use crate::{Fail, ResultExt, private};
 
 /// One recipient not sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotSent {
     /// Key.
     pub key: String,
@@ -85,6 +85,46 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
     });
     let journal = journal?;
     let (csv, rows, scan) = scanned.input()?;
+    let invalid: Vec<(u64, String)> = scan
+        .errors
+        .iter()
+        .map(|d| (d.line, d.to_string()))
+        .collect();
+    let tally = tally(rows, scan.invalid, invalid, &journal);
+    let status = Status {
+        campaign: config.campaign.clone(),
+        journal: config.journal.path.display().to_string(),
+        counts: tally.counts,
+        total: tally.total,
+        not_sent: tally.not_sent,
+        not_in_csv: tally.not_in_csv,
+        runs: journal.runs.clone(),
+        test_sent: journal.test_sent,
+        delays: journal.delays,
+        torn_tail: journal.torn_tail,
+    };
+    Ok((status, csv, journal))
+}
+
+/// The CSV's recipients counted by their journal state.
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    counts: BTreeMap<String, u64>,
+    total: u64,
+    not_sent: Vec<NotSent>,
+    not_in_csv: Vec<String>,
+}
+
+/// Counts the CSV's rows (key, email, line; in CSV order) by their state in the journal:
+/// every state counted, even at 0; rows the scan refused (`invalid` of them, `errors` as
+/// line and message) counted as `invalid` and listed among the not sent, in line order;
+/// the keys the journal knows but the CSV no longer has, sorted.
+fn tally(
+    rows: Vec<(String, String, u64)>,
+    invalid: u64,
+    errors: Vec<(u64, String)>,
+    journal: &Journal,
+) -> Tally {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for s in State::ALL {
         counts.insert(s.name().to_string(), 0);
@@ -112,17 +152,17 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         }
         seen.insert(key);
     }
-    if scan.invalid > 0 {
-        counts.insert("invalid".into(), scan.invalid);
-        total += scan.invalid;
-        for d in &scan.errors {
+    if invalid > 0 {
+        counts.insert("invalid".into(), invalid);
+        total += invalid;
+        for (line, reason) in errors {
             not_sent.push(NotSent {
                 key: String::new(),
                 email: String::new(),
                 state: "invalid".into(),
                 code: None,
-                reason: d.to_string(),
-                line: d.line,
+                reason,
+                line,
             });
         }
         not_sent.sort_by_key(|n| n.line);
@@ -134,19 +174,12 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         .cloned()
         .collect();
     not_in_csv.sort();
-    let status = Status {
-        campaign: config.campaign.clone(),
-        journal: config.journal.path.display().to_string(),
+    Tally {
         counts,
         total,
         not_sent,
         not_in_csv,
-        runs: journal.runs.clone(),
-        test_sent: journal.test_sent,
-        delays: journal.delays,
-        torn_tail: journal.torn_tail,
-    };
-    Ok((status, csv, journal))
+    }
 }
 
 /// Runs `status`.
@@ -167,9 +200,8 @@ pub fn run(config: Config, args: &StatusArgs, out: &Output) -> Result<ExitCode, 
         {
             private::create_dir(parent).fatal()?;
         }
-        std::fs::write(path, md)
-            .with_context(|| format!("cannot write {}", path.display()))
-            .fatal()?;
+        // The record of the mailing: 0600 whatever the umask, never through a link.
+        private::write_file(path, md.as_bytes()).fatal()?;
         out.info(&format!("wrote the mailing's record to {}", path.display()));
     }
     if args.json {
@@ -329,97 +361,160 @@ pub fn write_failed_csv(path: &Path, csv: &CsvSource, journal: &Journal) -> Resu
     Ok(n)
 }
 
-/// The Markdown record of the mailing, with counts only: no address, name or key.
+/// What the record of a mailing says beyond the counts: taken from the config and the
+/// templates by `report`, given directly by the tests.
+struct Facts {
+    campaign: String,
+    subject: String,
+    templates_sha256: String,
+    sender: String,
+}
+
+/// The Markdown record of the mailing, in Swedish (it goes in the incident file), with
+/// counts only: no address, name or key.
 pub fn report(config: &Config, s: &Status) -> String {
+    let templates_sha256 = s
+        .runs
+        .iter()
+        .rfind(|r| !r.test)
+        .map(|r| r.templates_sha256.clone())
+        .or_else(|| Templates::load(config).ok().map(|t| t.sha256))
+        .unwrap_or_default();
+    let facts = Facts {
+        campaign: s.campaign.clone(),
+        subject: subject_without_personal_data(config),
+        templates_sha256,
+        sender: config.sender.from.email.to_string(),
+    };
+    record(&facts, s)
+}
+
+/// A state in the record's words (the contract's name after it, as `status` shows it).
+fn state_in_swedish(state: &str) -> (&'static str, &'static str) {
+    match state {
+        "sent" => ("underrättad", ""),
+        "failed-permanent" => (
+            "varaktigt fel",
+            "e-postservern avvisade adressen för gott (t.ex. okänd mottagare): underrätta per brev",
+        ),
+        "bounced" => (
+            "studsat",
+            "togs emot av e-postservern, men en leveransrapport meddelade sedan att det inte gick fram: underrätta per brev",
+        ),
+        "failed-transient" => (
+            "tillfälligt fel",
+            "ett tillfälligt fel: `utskick retry` försöker igen",
+        ),
+        "unknown" => (
+            "okänt utfall",
+            "förbindelsen bröts efter att meddelandet lämnats över: `utskick retry` skickar det igen",
+        ),
+        "pending" => (
+            "ej påbörjad",
+            "inte försökt ännu (en kvot eller gräns stoppade körningen): `utskick send` fortsätter",
+        ),
+        "invalid" => (
+            "ogiltig rad",
+            "raden i listan går inte att använda (t.ex. en felaktig adress): rätta den, eller underrätta per brev",
+        ),
+        _ => ("", ""),
+    }
+}
+
+/// How a run ended, in the record's words.
+fn outcome_in_swedish(outcome: Option<&str>) -> String {
+    match outcome {
+        None => "inget slut registrerat (avbruten med våld?)".into(),
+        Some("complete") => "slutförd".into(),
+        Some("interrupted") => "avbruten (Ctrl-C)".into(),
+        Some(other) => match other.strip_prefix("stopped: ") {
+            Some(why) => format!("stoppad: {why}"),
+            None => other.to_string(),
+        },
+    }
+}
+
+/// The record, from its facts and the status.
+fn record(facts: &Facts, s: &Status) -> String {
     let real: Vec<&Run> = s.runs.iter().filter(|r| !r.test).collect();
+    let tests: Vec<&Run> = s.runs.iter().filter(|r| r.test).collect();
     let began = real
         .first()
         .map(|r| r.started.as_str())
-        .unwrap_or("not yet");
+        .unwrap_or("ännu inte");
     let ended = real
         .iter()
         .map(|r| r.ended.as_str())
         .max()
-        .unwrap_or("not yet");
+        .unwrap_or("ännu inte");
     let sent = s.counts.get("sent").copied().unwrap_or(0);
-    let subject = subject_without_personal_data(config);
-    let templates = real
-        .last()
-        .map(|r| r.templates_sha256.clone())
-        .or_else(|| Templates::load(config).ok().map(|t| t.sha256))
-        .unwrap_or_default();
     let mut md = String::new();
-    md.push_str(&format!("# Notification by email: {}\n\n", s.campaign));
-    md.push_str("Record of how the data subjects affected by the personal-data breach were informed (GDPR art. 34). Generated by utskick from its delivery journal; it holds counts only, no personal data.\n\n");
-    md.push_str(&format!("- Notice subject: {subject}\n"));
-    md.push_str(&format!("- Templates SHA-256: `{templates}`\n"));
-    md.push_str(&format!("- Sender: {}\n", config.sender.from.email));
     md.push_str(&format!(
-        "- Sending began: {began}\n- Sending last active: {ended}\n"
+        "# Underrättelse via e-post: {}\n\n",
+        facts.campaign
     ));
-    md.push_str(&format!("- Recipients in the list: {}\n", s.total));
+    md.push_str("Redogörelse för hur de registrerade som berörs av personuppgiftsincidenten underrättades (artikel 34 i dataskyddsförordningen). Framtagen av utskick ur dess leveranslogg; den innehåller endast antal, inga personuppgifter.\n\n");
+    md.push_str(&format!("- Meddelandets ämnesrad: {}\n", facts.subject));
     md.push_str(&format!(
-        "- Notified by email (accepted by the relay, no bounce since): {sent}\n"
+        "- Mallarnas SHA-256: `{}`\n",
+        facts.templates_sha256
+    ));
+    md.push_str(&format!("- Avsändare: {}\n", facts.sender));
+    md.push_str(&format!(
+        "- Utskicket påbörjades: {began}\n- Senaste aktivitet: {ended}\n"
+    ));
+    md.push_str(&format!("- Mottagare i listan: {}\n", s.total));
+    md.push_str(&format!(
+        "- Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): {sent}\n"
     ));
     md.push_str(&format!(
-        "- Not notified by email: {}\n\n",
+        "- Inte underrättade via e-post: {}\n\n",
         s.total.saturating_sub(sent)
     ));
-    md.push_str("## Why the rest were not notified by email\n\n| state | count | meaning |\n|---|---:|---|\n");
-    let meaning = |state: &str| match state {
-        "failed-permanent" => {
-            "the relay refused the address for good (e.g. unknown user): notify by letter"
-        }
-        "bounced" => {
-            "accepted by the relay, then a delivery report said it could not be delivered: notify by letter"
-        }
-        "failed-transient" => "a temporary failure: `utskick retry` tries again",
-        "unknown" => {
-            "the connection was lost after the message was handed over: `utskick retry` sends it again"
-        }
-        "pending" => "not attempted yet (a quota or limit stopped the run): `utskick send` resumes",
-        "invalid" => {
-            "the row in the list is not usable (e.g. a malformed address): correct it, or notify by letter"
-        }
-        _ => "",
-    };
+    md.push_str("## Varför övriga inte underrättades via e-post\n\n| tillstånd | antal | innebörd |\n|---|---:|---|\n");
     for (state, n) in &s.counts {
         if state != "sent" && *n > 0 {
-            md.push_str(&format!("| {state} | {n} | {} |\n", meaning(state)));
+            let (name, meaning) = state_in_swedish(state);
+            md.push_str(&format!("| {name} (`{state}`) | {n} | {meaning} |\n"));
         }
     }
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();
     for n in &s.not_sent {
         if let Some(c) = n.code {
-            *codes.entry(format!("{} ({})", c, n.state)).or_default() += 1;
+            let (name, _) = state_in_swedish(&n.state);
+            *codes.entry(format!("{c} ({name})")).or_default() += 1;
         }
     }
     if !codes.is_empty() {
-        md.push_str("\nRelay reply codes among them:\n\n");
+        md.push_str("\nSvarskoder från e-postservern bland dem:\n\n");
         for (c, n) in codes {
             md.push_str(&format!("- {c}: {n}\n"));
         }
     }
-    md.push_str("\n## Runs\n\n| started | last event | command | relay | sent | failed | templates | list (CSV) | ended as |\n|---|---|---|---|---:|---:|---|---|---|\n");
+    md.push_str("\n## Körningar\n\n| start | senaste händelse | kommando | e-postserver | skickade | misslyckade | mallar | lista (CSV) | avslut |\n|---|---|---|---|---:|---:|---|---|---|\n");
     for r in &s.runs {
-        let [
-            started,
-            ended,
-            command,
-            relay,
-            sent,
-            failed,
-            templates,
-            csv,
-            outcome,
-        ] = run_cells(r);
+        let command = format!(
+            "{}{}",
+            r.command,
+            if r.test { " (testutskick)" } else { "" }
+        );
         md.push_str(&format!(
-            "| {started} | {ended} | {command} | {relay} | {sent} | {failed} | `{templates}` | `{csv}` | {outcome} |\n"
+            "| {} | {} | {command} | {} | {} | {} | `{}` | `{}` | {} |\n",
+            r.started,
+            r.ended,
+            r.relay,
+            r.sent,
+            r.failed,
+            short(&r.templates_sha256),
+            short(&r.recipients_sha256),
+            outcome_in_swedish(r.outcome.as_deref()),
         ));
     }
     md.push_str(&format!(
-        "\nDelay reports received: {}. Test deliveries (to the operator, not counted above): {}.\n",
-        s.delays, s.test_sent
+        "\nLeveransrapporter om fördröjning: {}. Testutskick (till operatören, inte medräknade ovan): {} levererade i {} körningar; i tabellen ovan räknas en testkörnings testmeddelanden som dess skickade och misslyckade.\n",
+        s.delays,
+        s.test_sent,
+        tests.len()
     ));
     md
 }
@@ -456,4 +551,223 @@ fn subject_without_personal_data(config: &Config) -> String {
         Ok(())
     });
     subject.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Class, Event};
+
+    /// A journal of these (event, key, extra fields) lines in run R (T for tests).
+    fn journal(lines: &[(&str, &str, serde_json::Value)]) -> Journal {
+        let mut text = String::from(
+            "{\"event\":\"run\",\"ts\":\"2026-12-01T08:00:00.000Z\",\"run\":\"R\",\"campaign\":\"c\"}\n\
+             {\"event\":\"run\",\"ts\":\"2026-12-01T08:00:00.000Z\",\"run\":\"T\",\"campaign\":\"c\",\"test\":true}\n",
+        );
+        for (event, key, extra) in lines {
+            let mut v = serde_json::json!({
+                "event": event, "ts": "2026-12-01T08:00:01.000Z", "run": "R", "key": key,
+                "email": format!("{key}@example.se"), "message_id": format!("<c.{key}@example.se>"),
+            });
+            if let (Some(m), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(x.clone());
+            }
+            text.push_str(&format!("{v}\n"));
+        }
+        Journal::parse(text.as_bytes(), "j").expect("parses")
+    }
+
+    fn rows(keys: &[&str]) -> Vec<(String, String, u64)> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), format!("{k}@example.se"), i as u64 + 2))
+            .collect()
+    }
+
+    #[test]
+    fn every_row_counted_by_its_latest_state_and_the_unsent_listed_in_csv_order() {
+        let j = journal(&[
+            ("attempt", "a", serde_json::json!({})),
+            ("sent", "a", serde_json::json!({"code": 250, "reply": "ok"})),
+            ("attempt", "b", serde_json::json!({})),
+            (
+                "failed",
+                "b",
+                serde_json::json!({"code": 550, "reply": "5.1.1 unknown", "class": "permanent"}),
+            ),
+            ("attempt", "c", serde_json::json!({})),
+            ("attempt", "gone", serde_json::json!({})),
+            ("sent", "gone", serde_json::json!({"code": 250})),
+            ("attempt", "e", serde_json::json!({})),
+            ("sent", "e", serde_json::json!({"code": 250})),
+        ]);
+        let t = tally(rows(&["e", "d", "c", "b", "a"]), 0, Vec::new(), &j);
+        let want: BTreeMap<String, u64> = [
+            ("sent", 2),
+            ("failed-permanent", 1),
+            ("bounced", 0),
+            ("failed-transient", 0),
+            ("unknown", 1),
+            ("pending", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(t.counts, want);
+        assert_eq!(t.total, 5);
+        let listed: Vec<(&str, &str, Option<u16>)> = t
+            .not_sent
+            .iter()
+            .map(|n| (n.key.as_str(), n.state.as_str(), n.code))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("d", "pending", None),
+                ("c", "unknown", None),
+                ("b", "failed-permanent", Some(550))
+            ]
+        );
+        assert_eq!(t.not_sent[2].reason, "5.1.1 unknown");
+        assert!(t.not_sent[1].reason.contains("attempt without outcome"));
+        assert_eq!(t.not_in_csv, ["gone"]);
+    }
+
+    #[test]
+    fn invalid_rows_are_counted_and_listed_in_line_order() {
+        let j = journal(&[]);
+        let t = tally(
+            rows(&["a", "b"]),
+            2,
+            vec![(5, "bad address".into()), (4, "bad key".into())],
+            &j,
+        );
+        assert_eq!(t.counts.get("invalid"), Some(&2));
+        assert_eq!(t.counts.get("pending"), Some(&2));
+        assert_eq!(t.total, 4);
+        let lines: Vec<(u64, &str)> = t
+            .not_sent
+            .iter()
+            .map(|n| (n.line, n.state.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (2, "pending"),
+                (3, "pending"),
+                (4, "invalid"),
+                (5, "invalid")
+            ]
+        );
+        // Without invalid rows there is no `invalid` count at all.
+        let t = tally(rows(&["a"]), 0, Vec::new(), &j);
+        assert!(!t.counts.contains_key("invalid"));
+    }
+
+    #[test]
+    fn test_deliveries_count_for_their_run_not_for_the_recipient() {
+        let test = |event: Event| {
+            let mut v = serde_json::to_value(event).expect("json");
+            v["run"] = "T".into();
+            v["test"] = true.into();
+            format!("{v}\n")
+        };
+        let mut text = String::from(
+            "{\"event\":\"run\",\"ts\":\"t\",\"run\":\"T\",\"campaign\":\"c\",\"command\":\"send\",\"test\":true}\n",
+        );
+        text += &test(Event::Sent {
+            ts: "t".into(),
+            run: "T".into(),
+            key: "a".into(),
+            email: "me@example.se".into(),
+            message_id: "<c.test.a@example.se>".into(),
+            code: 250,
+            reply: "ok".into(),
+            test: true,
+        });
+        text += &test(Event::Failed {
+            ts: "t".into(),
+            run: "T".into(),
+            key: "b".into(),
+            email: "me@example.se".into(),
+            message_id: "<c.test.b@example.se>".into(),
+            code: Some(550),
+            enhanced: None,
+            reply: "no".into(),
+            class: Class::Permanent,
+            test: true,
+        });
+        let j = Journal::parse(text.as_bytes(), "j").expect("parses");
+        let t = tally(rows(&["a", "b"]), 0, Vec::new(), &j);
+        assert_eq!(t.counts.get("pending"), Some(&2), "a test changes no state");
+        assert_eq!(j.test_sent, 1);
+        assert_eq!((j.runs[0].sent, j.runs[0].failed), (1, 1));
+    }
+
+    #[test]
+    fn the_record_is_in_swedish_and_counts_each_runs_test_deliveries() {
+        let text = "{\"event\":\"run\",\"ts\":\"2026-12-01T08:00:00.000Z\",\"run\":\"T\",\"campaign\":\"c\",\"command\":\"send\",\"test\":true}\n\
+             {\"event\":\"sent\",\"ts\":\"2026-12-01T08:00:01.000Z\",\"run\":\"T\",\"key\":\"a\",\"email\":\"me@example.se\",\"message_id\":\"<t>\",\"code\":250,\"reply\":\"ok\",\"test\":true}\n\
+             {\"event\":\"end\",\"ts\":\"2026-12-01T08:00:02.000Z\",\"run\":\"T\",\"outcome\":\"complete\"}\n\
+             {\"event\":\"run\",\"ts\":\"2026-12-01T09:00:00.000Z\",\"run\":\"R\",\"campaign\":\"c\",\"command\":\"send\"}\n\
+             {\"event\":\"attempt\",\"ts\":\"2026-12-01T09:00:01.000Z\",\"run\":\"R\",\"key\":\"b\",\"email\":\"b@example.se\",\"message_id\":\"<b>\"}\n\
+             {\"event\":\"failed\",\"ts\":\"2026-12-01T09:00:02.000Z\",\"run\":\"R\",\"key\":\"b\",\"email\":\"b@example.se\",\"message_id\":\"<b>\",\"code\":550,\"reply\":\"no\",\"class\":\"permanent\"}\n";
+        let j = Journal::parse(text.as_bytes(), "j").expect("parses");
+        let t = tally(rows(&["a", "b"]), 0, Vec::new(), &j);
+        let status = Status {
+            campaign: "c".into(),
+            journal: "j".into(),
+            counts: t.counts,
+            total: t.total,
+            not_sent: t.not_sent,
+            not_in_csv: t.not_in_csv,
+            runs: j.runs.clone(),
+            test_sent: j.test_sent,
+            delays: j.delays,
+            torn_tail: false,
+        };
+        let facts = Facts {
+            campaign: "c".into(),
+            subject: "Viktig information".into(),
+            templates_sha256: "abc".into(),
+            sender: "dataskydd@example.se".into(),
+        };
+        let md = record(&facts, &status);
+        assert!(md.starts_with("# Underrättelse via e-post: c\n"), "{md}");
+        assert!(md.contains("- Mottagare i listan: 2\n"), "{md}");
+        assert!(
+            md.contains(
+                "- Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): 0\n"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| varaktigt fel (`failed-permanent`) | 1 |"),
+            "{md}"
+        );
+        assert!(md.contains("| ej påbörjad (`pending`) | 1 |"), "{md}");
+        assert!(md.contains("- 550 (varaktigt fel): 1\n"), "{md}");
+        // The test run shows its one test delivery; the real run its failure.
+        assert!(md.contains("| send (testutskick) |  | 1 | 0 |"), "{md}");
+        assert!(md.contains("| send |  | 0 | 1 |"), "{md}");
+        assert!(md.contains("| slutförd |"), "{md}");
+        assert!(md.contains("inget slut registrerat"), "{md}");
+        assert!(
+            md.contains(
+                "Testutskick (till operatören, inte medräknade ovan): 1 levererade i 1 körningar"
+            ),
+            "{md}"
+        );
+        // The real sending began with the real run, not the test.
+        assert!(
+            md.contains("- Utskicket påbörjades: 2026-12-01T09:00:00.000Z\n"),
+            "{md}"
+        );
+        for english in ["Notified", "Runs", "Recipients", "Sender", "not yet"] {
+            assert!(!md.contains(english), "{english:?} in {md}");
+        }
+        for personal in ["me@example.se", "b@example.se", "<b>"] {
+            assert!(!md.contains(personal), "{personal:?} in {md}");
+        }
+    }
 }

@@ -368,8 +368,13 @@ impl Mailbox {
         &self.settings
     }
 
-    /// Every message of the folder, in UID order, flags untouched.
-    pub async fn fetch_all(&mut self) -> Result<Vec<Fetched>, Fail> {
+    /// Every message of the folder, in UID order, flags untouched, handed to `each` with
+    /// its label batch by batch as it arrives (`FETCH_BATCH` at a time), so that memory
+    /// holds one batch, not the folder. Returns how many there were.
+    pub async fn fetch_each(
+        &mut self,
+        mut each: impl FnMut(String, Fetched),
+    ) -> Result<usize, Fail> {
         let s = &self.settings;
         let mut uids: Vec<u32> = imap_step(
             s,
@@ -380,8 +385,9 @@ impl Mailbox {
         .into_iter()
         .collect();
         uids.sort_unstable();
-        let mut out = Vec::with_capacity(uids.len());
+        let mut count = 0;
         for chunk in uids.chunks(FETCH_BATCH) {
+            let mut out = Vec::with_capacity(chunk.len());
             let set = uid_set(chunk);
             let what = "cannot fetch the messages";
             let id = step(
@@ -439,10 +445,14 @@ impl Mailbox {
                     _ => {}
                 }
             }
+            out.sort_by_key(|f| f.uid);
+            out.dedup_by_key(|f| f.uid);
+            count += out.len();
+            for f in out {
+                each(self.settings.label(f.uid), f);
+            }
         }
-        out.sort_by_key(|f| f.uid);
-        out.dedup_by_key(|f| f.uid);
-        Ok(out)
+        Ok(count)
     }
 
     /// Moves the messages with these UIDs into `folder` (created when missing): MOVE where

@@ -458,4 +458,47 @@ mod tests {
             "{err:#}"
         );
     }
+
+    /// A reader that hands out `data` and then fails: what the mbox iterator has yielded by
+    /// then it yielded without reading the whole file.
+    struct FailsAfter {
+        data: Vec<u8>,
+        at: usize,
+    }
+
+    impl Read for FailsAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.at >= self.data.len() {
+                return Err(io::Error::other("disk went away"));
+            }
+            let n = buf.len().min(self.data.len() - self.at).min(7);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn mbox_messages_come_one_at_a_time() {
+        let data = b"From a@example.com Thu Oct 12 10:00:00 2023\nSubject: one\n\nbody\n\n\
+            From b@example.com Thu Oct 12 10:01:00 2023\nSubject: two\n"
+            .to_vec();
+        let reader = BufReader::with_capacity(16, FailsAfter { data, at: 0 });
+        let mut messages = MboxMessages {
+            label: "inkorg.mbox".into(),
+            inner: mbox::MessageIterator::new(UnquotedFromLines::new(reader)),
+            count: 0,
+            failed: false,
+        };
+        let first = messages.next().expect("first").expect("read");
+        assert_eq!(first.label, "inkorg.mbox#1");
+        assert_eq!(first.raw, b"Subject: one\n\nbody\n");
+        // The second message never ends: the read error names the file and where.
+        let err = messages.next().expect("an error").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot read inkorg.mbox after message 1: disk went away"),
+            "{err:#}"
+        );
+        assert!(messages.next().is_none());
+    }
 }

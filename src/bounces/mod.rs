@@ -30,16 +30,6 @@ pub mod report;
 
 use report::{BounceRecipient, Report, ReportKind};
 
-/// One message to read, from a file or the IMAP folder.
-struct Item {
-    /// Where it was found, for the operator.
-    label: String,
-    /// The raw message.
-    raw: Vec<u8>,
-    /// Its UID, when it came from the IMAP folder.
-    uid: Option<u32>,
-}
-
 /// What the run found, for the summary.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
@@ -161,46 +151,23 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
         )));
     }
 
-    let mut items = Vec::new();
-    let mut imap_session = None;
-    let runtime = match imap_settings {
-        None => None,
-        Some(settings) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Fail::Fatal(anyhow!("cannot start the async runtime: {e}")))?;
-            let writable = args.move_to.is_some();
-            let folder = settings.folder().to_string();
-            let server = settings.server();
-            let fetched = runtime.block_on(async {
-                let mut session = imap::Mailbox::open(settings, writable).await?;
-                let fetched = session.fetch_all().await?;
-                Ok::<_, Fail>((session, fetched))
-            });
-            let (session, fetched) = match fetched {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = writer.close();
-                    return Err(e);
-                }
-            };
-            out.info(&format!(
-                "IMAP {server}: {} messages in {folder:?} ({})",
-                fetched.len(),
-                if writable { "read-write" } else { "read-only" }
-            ));
-            for f in fetched {
-                items.push(Item {
-                    label: session.settings().label(f.uid),
-                    raw: f.raw,
-                    uid: Some(f.uid),
-                });
+    // The IMAP folder is opened (and logged in to) before anything is booked; its
+    // messages are fetched batch by batch after the local sources, each booked as it comes.
+    let mut imap = None;
+    if let Some(settings) = imap_settings {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Fail::Fatal(anyhow!("cannot start the async runtime: {e}")))?;
+        let writable = args.move_to.is_some();
+        match runtime.block_on(imap::Mailbox::open(settings, writable)) {
+            Ok(session) => imap = Some((runtime, session, writable)),
+            Err(e) => {
+                let _ = writer.close();
+                return Err(e);
             }
-            imap_session = Some(session);
-            Some(runtime)
         }
-    };
+    }
 
     let mut booker = Booker::new(&config, &journal);
     let mut tickets = Vec::new();
@@ -232,10 +199,19 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
         }
         out.detail(&format!("{path}: {count} messages"));
     }
-    for item in &items {
-        book(&item.label, &item.raw, item.uid);
+    let mut fetched = Ok(());
+    if let Some((runtime, session, writable)) = imap.as_mut() {
+        let folder = session.settings().folder().to_string();
+        let server = session.settings().server();
+        let each = |label: String, f: imap::Fetched| book(&label, &f.raw, Some(f.uid));
+        match runtime.block_on(session.fetch_each(each)) {
+            Ok(n) => out.info(&format!(
+                "IMAP {server}: {n} messages in {folder:?} ({})",
+                if *writable { "read-write" } else { "read-only" }
+            )),
+            Err(e) => fetched = Err(e),
+        }
     }
-    drop(items);
     // Everything booked is durable before any report moves.
     let mut write_error = None;
     for ticket in tickets {
@@ -257,9 +233,13 @@ pub fn run(config: Config, args: &BouncesArgs, out: &Output) -> Result<ExitCode,
         )));
     }
     closed.fatal()?;
+    fetched.map_err(|e| match e {
+        Fail::Fatal(e) => Fail::Fatal(e.context("the reports read before this are booked")),
+        other => other,
+    })?;
 
     let mut move_result = Ok(());
-    if let (Some(runtime), Some(mut session)) = (runtime, imap_session) {
+    if let Some((runtime, mut session, _)) = imap {
         if let Some(folder) = &args.move_to {
             move_result = runtime.block_on(session.move_to(&processed_uids, folder));
             if move_result.is_ok() {
@@ -529,7 +509,7 @@ fn looks_like_ours(local: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Recipient;
+    use crate::journal::Standing as Recipient;
 
     fn recipient(email: &str, id: &str, state: State) -> Recipient {
         Recipient {

@@ -184,6 +184,32 @@ pub fn normalize_email(raw: &str) -> std::result::Result<String, String> {
     Ok(address)
 }
 
+/// The To header for `mailbox`, where lettre would write it wrong: lettre leaves a one-word
+/// name with a dot unquoted (`To: K. <k@example.se>`), which RFC 5322 allows only as an
+/// obsolete phrase and strict parsers refuse; such a name is quoted here. None where
+/// lettre's own header is right (every other name: lettre quotes or encodes it).
+pub fn to_header(
+    mailbox: &lettre::message::Mailbox,
+) -> Option<lettre::message::header::HeaderValue> {
+    use lettre::message::header::{HeaderName, HeaderValue};
+    let name = mailbox.name.as_deref()?;
+    let lettre_writes_plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !lettre_writes_plain || !name.contains('.') {
+        return None;
+    }
+    // lettre's Display of a mailbox (what it parses the envelope from) quotes it.
+    let raw = mailbox.to_string();
+    // Only letters, digits, `-`, `_` and `.`: nothing to escape inside the quotes.
+    let encoded = format!("\"{name}\" <{}>", mailbox.email);
+    Some(HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str("To"),
+        raw,
+        encoded,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,8 @@ pub enum Severity {
 pub struct Diagnostic {
     /// The file as the operator named it.
     pub file: String,
+    /// The workbook's sheet, for a workbook (`line` is then the sheet's row).
+    pub sheet: Option<String>,
     /// The physical line where the record starts (header = 1).
     pub line: u64,
     /// The column, where one is to blame.
@@ -35,7 +37,10 @@ impl fmt::Display for Diagnostic {
         if self.severity == Severity::Warning {
             write!(f, "warning: ")?;
         }
-        write!(f, "{}:{}: ", self.file, self.line)?;
+        match &self.sheet {
+            Some(sheet) => write!(f, "{}: sheet {sheet}, row {}: ", self.file, self.line)?,
+            None => write!(f, "{}:{}: ", self.file, self.line)?,
+        }
         if let Some(c) = &self.column {
             write!(f, "column {c}: ")?;
         }

@@ -1,24 +1,31 @@
-//! The recipient file: encoding and delimiter detection (`sniff`), the header (`header`),
-//! streaming rows (`rows`), the address rules (`address`) and the findings (`diagnostics`),
-//! the checks every row must pass before anyone is sent anything.
+//! The recipient file: a CSV (UTF-8, Windows-1252 or UTF-16; `,`, `;` or tab) or a
+//! workbook (`.xlsx`, `.ods`), and the checks every row must pass before anyone is sent
+//! anything.
 //!
-//! Excel on Swedish Windows writes `;`-separated Windows-1252; other tools write UTF-8 with
-//! or without BOM. The file is read twice, streaming: a first pass hashes it (the journal
-//! records which CSV a run used) and decides the encoding by strict UTF-8 validation, since
-//! Windows-1252 decoding never fails; a second pass parses rows. Memory does not grow with
-//! the row count beyond one small hash per key. Every problem is reported as
-//! `FILE:LINE: column NAME: what is wrong`, all of them in one run.
+//! `sniff` hashes the file and decides its encoding and delimiter; `quotes` refuses a file
+//! where a stray quote swallows rows, before any row is used; `header` finds the columns;
+//! `rows` reads and checks every row in one streaming pass, with `lines` giving physical
+//! line numbers, `address` the address rules and `values` the allowed values; `sheet` reads
+//! workbooks; `diagnostics` is what a finding is. Memory does not grow with the row count
+//! beyond one small hash per key. Every problem is reported as `FILE:LINE: column NAME:
+//! what is wrong` (`FILE: sheet S, row N: ...` for a workbook), all of them in one run.
 
 mod address;
 mod diagnostics;
 mod file_name;
 mod header;
+mod lines;
+mod quotes;
 mod rows;
+mod sheet;
 mod sniff;
+mod values;
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -26,15 +33,17 @@ use serde::ser::SerializeMap;
 
 /// Kept under its old name for the modules that import it from here.
 pub use crate::text::one_line;
-pub use address::normalize_email;
+pub use address::{normalize_email, to_header};
 pub use diagnostics::{Diagnostic, MAX_KEPT_DIAGNOSTICS, Severity};
 pub use file_name::{file_stem, slug};
 pub use rows::Scan;
 pub use sniff::{Encoding, detect_delimiter};
 
 use crate::config::{self, CsvEncoding};
+use lines::{Counted, LineIndex};
 use rows::csv_error_text;
 use sniff::{hash_and_sniff, line_of_first_nul, looks_like_utf16};
+use values::Allowed;
 
 /// The longest field accepted: anything longer is not a customer record.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
@@ -52,7 +61,7 @@ pub enum FieldValue {
 /// One valid recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    /// The line where the record starts.
+    /// The physical line where the record starts (header = 1), or the sheet's row.
     pub line: u64,
     /// What identifies the recipient in the journal.
     pub key: String,
@@ -82,7 +91,8 @@ impl Serialize for Recipient {
     }
 }
 
-/// An opened CSV: hashed, its encoding and delimiter decided, its header checked.
+/// An opened recipient file: hashed, its encoding and delimiter decided, its quotes and
+/// header checked. (Named for the CSV it first was; it reads workbooks too.)
 #[derive(Debug, Clone)]
 pub struct CsvSource {
     /// The file.
@@ -93,19 +103,54 @@ pub struct CsvSource {
     pub sha256: String,
     /// The encoding.
     pub encoding: Encoding,
-    /// The delimiter byte.
+    /// The delimiter byte (for a workbook, `;`: what `--failed-csv` writes for Excel).
     pub delimiter: u8,
-    /// Header names, trimmed.
+    /// Header names, trimmed, without empty trailing columns; a column the config names is
+    /// spelled as the config spells it.
     pub headers: Vec<String>,
+    /// The workbook's sheet, for a workbook.
+    sheet: Option<String>,
+    /// The line (or sheet row) of the header.
+    header_line: u64,
+    /// What the header check found worth a warning; every scan reports it.
+    header_warnings: Vec<Diagnostic>,
     email_idx: usize,
     key_idx: Option<usize>,
     name_idx: Option<usize>,
     list_seps: Vec<Option<String>>,
+    allowed: Vec<Option<Allowed>>,
 }
 
+/// The text up to the first line break (LF, CR or CRLF), read no further: a CR-only file
+/// is one "line" to `read_line`.
+fn first_line(reader: &mut dyn BufRead) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        if let Some(i) = memchr::memchr2(b'\n', b'\r', buf) {
+            bytes.extend_from_slice(&buf[..i]);
+            break;
+        }
+        bytes.extend_from_slice(buf);
+        let n = buf.len();
+        reader.consume(n);
+        if bytes.len() > MAX_FIELD_BYTES * 16 {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A CSV reader of the decoded text, with the line index it counts into.
+type TextReader = csv::Reader<Counted<Box<dyn BufRead>>>;
+
 impl CsvSource {
-    /// Opens, hashes and checks the header of the configured CSV. A file-level problem
-    /// (missing, empty, binary, UTF-16, missing column) is an error naming the file.
+    /// Opens, hashes and checks the configured file. A file-level problem (missing, empty,
+    /// binary, UTF-16 without BOM, a stray quote, a missing column) is an error naming the
+    /// file, all of them at once where they are of one kind.
     pub fn open(cfg: &config::Recipients) -> Result<CsvSource> {
         // `./recipients.csv` reads better as `recipients.csv`.
         let shown = cfg
@@ -115,83 +160,112 @@ impl CsvSource {
             .display()
             .to_string();
         let file = File::open(&cfg.path)
-            .with_context(|| format!("{shown}: cannot open the recipient CSV"))?;
+            .with_context(|| format!("{shown}: cannot open the recipient file"))?;
         let (sha256, utf8_ok, first_bytes, has_nul) =
             hash_and_sniff(file).with_context(|| format!("{shown}: cannot read"))?;
+        let mut source = CsvSource {
+            path: cfg.path.clone(),
+            shown,
+            sha256,
+            encoding: Encoding::Utf8 { bom: false },
+            delimiter: b',',
+            headers: Vec::new(),
+            sheet: None,
+            header_line: 1,
+            header_warnings: Vec::new(),
+            email_idx: 0,
+            key_idx: None,
+            name_idx: None,
+            list_seps: Vec::new(),
+            allowed: Vec::new(),
+        };
+        if sheet::is_workbook(&cfg.path) {
+            source.encoding = Encoding::Workbook;
+            source.delimiter = b';';
+            let header = source.sheet_header(cfg.sheet.as_deref())?;
+            source.check_header(header, cfg)?;
+            return Ok(source);
+        }
+        let shown = source.shown.clone();
         if first_bytes.is_empty() {
             bail!(
                 "{shown}:1: the file is empty: expected a header row with an {:?} column",
                 cfg.email_column
             );
         }
-        if first_bytes.starts_with(&[0xFF, 0xFE]) || first_bytes.starts_with(&[0xFE, 0xFF]) {
-            bail!(
-                "{shown}:1: the file is UTF-16 (Excel's \"Unicode text\"): save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
-            );
-        }
-        if has_nul {
-            if looks_like_utf16(&first_bytes) {
-                bail!(
-                    "{shown}:1: the file looks like UTF-16 without a byte-order mark: save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
-                );
-            }
-            let line = line_of_first_nul(&cfg.path).unwrap_or(1);
-            bail!("{shown}:{line}: the file holds NUL bytes: it is not a CSV text file");
-        }
         let bom = first_bytes.starts_with(&[0xEF, 0xBB, 0xBF]);
-        let encoding = match cfg.encoding {
-            CsvEncoding::Utf8 => {
-                if !utf8_ok {
+        source.encoding = if first_bytes.starts_with(&[0xFF, 0xFE]) {
+            Encoding::Utf16 { big_endian: false }
+        } else if first_bytes.starts_with(&[0xFE, 0xFF]) {
+            Encoding::Utf16 { big_endian: true }
+        } else {
+            if has_nul {
+                if looks_like_utf16(&first_bytes) {
                     bail!(
-                        "{shown}: encoding = \"utf-8\" is set but the file is not valid UTF-8 (Excel on Windows writes windows-1252)"
+                        "{shown}:1: the file looks like UTF-16 without a byte-order mark: save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
                     );
                 }
-                Encoding::Utf8 { bom }
+                let line = line_of_first_nul(&cfg.path).unwrap_or(1);
+                bail!("{shown}:{line}: the file holds NUL bytes: it is not a CSV text file");
             }
-            CsvEncoding::Windows1252 => Encoding::Windows1252,
-            CsvEncoding::Auto if utf8_ok => Encoding::Utf8 { bom },
-            CsvEncoding::Auto => Encoding::Windows1252,
-        };
-        let mut source = CsvSource {
-            path: cfg.path.clone(),
-            shown,
-            sha256,
-            encoding,
-            delimiter: b',',
-            headers: Vec::new(),
-            email_idx: 0,
-            key_idx: None,
-            name_idx: None,
-            list_seps: Vec::new(),
+            match cfg.encoding {
+                CsvEncoding::Utf8 => {
+                    if !utf8_ok {
+                        bail!(
+                            "{shown}: encoding = \"utf-8\" is set but the file is not valid UTF-8 (Excel on Windows writes windows-1252)"
+                        );
+                    }
+                    Encoding::Utf8 { bom }
+                }
+                CsvEncoding::Windows1252 => Encoding::Windows1252,
+                CsvEncoding::Auto if utf8_ok => Encoding::Utf8 { bom },
+                CsvEncoding::Auto => Encoding::Windows1252,
+            }
         };
         // Decide the delimiter from the decoded header line.
-        let mut header_line = String::new();
-        source
-            .decoded_reader()?
-            .read_line(&mut header_line)
-            .with_context(|| format!("{}: cannot read", source.shown))?;
+        let header_line = first_line(source.decoded_reader()?.as_mut())
+            .with_context(|| format!("{shown}: cannot read"))?;
         if let Some(c) = header_line
             .chars()
             .find(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
         {
             bail!(
-                "{}:1: the header row holds the control character {:?}: this is not a CSV text file (save the sheet as CSV)",
-                source.shown,
-                c
+                "{shown}:1: the header row holds the control character {c:?}: this is not a CSV text file (save the sheet as CSV)"
             );
+        }
+        if source.encoding.is_utf16() && header_line.contains('\0') {
+            bail!("{shown}:1: the file holds NUL bytes: it is not a CSV text file");
         }
         source.delimiter = match cfg.delimiter {
             Some(d) => d,
             None => detect_delimiter(&header_line),
         };
-        source.check_header(cfg)?;
+        let header = source.text_header()?;
+        source.check_header(header, cfg)?;
+        source.check_quotes()?;
         Ok(source)
+    }
+
+    /// Where a line is, for a message: `FILE:LINE` or `FILE: sheet S, row N`.
+    pub fn at(&self, line: u64) -> String {
+        match &self.sheet {
+            Some(s) => format!("{}: sheet {s}, row {line}", self.shown),
+            None => format!("{}:{line}", self.shown),
+        }
     }
 
     /// A reader of the file's text as UTF-8, without BOM.
     fn decoded_reader(&self) -> Result<Box<dyn BufRead>> {
         let file = File::open(&self.path)
-            .with_context(|| format!("{}: cannot open the recipient CSV", self.shown))?;
+            .with_context(|| format!("{}: cannot open the recipient file", self.shown))?;
+        let decoding = |encoding: &'static encoding_rs::Encoding, file: File| -> Box<dyn BufRead> {
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .encoding(Some(encoding))
+                    .build(file),
+            ))
+        };
         Ok(match self.encoding {
             Encoding::Utf8 { bom } => {
                 let mut r = BufReader::with_capacity(256 * 1024, file);
@@ -202,25 +276,68 @@ impl CsvSource {
                 }
                 Box::new(r)
             }
-            Encoding::Windows1252 => Box::new(BufReader::with_capacity(
-                256 * 1024,
-                encoding_rs_io::DecodeReaderBytesBuilder::new()
-                    .encoding(Some(encoding_rs::WINDOWS_1252))
-                    .build(file),
-            )),
+            Encoding::Windows1252 => decoding(encoding_rs::WINDOWS_1252, file),
+            // The byte-order mark is taken off by the decoder.
+            Encoding::Utf16 { big_endian: false } => decoding(encoding_rs::UTF_16LE, file),
+            Encoding::Utf16 { big_endian: true } => decoding(encoding_rs::UTF_16BE, file),
+            Encoding::Workbook => bail!("{}: a workbook has no text to read", self.shown),
         })
     }
 
-    fn csv_reader(&self) -> Result<csv::Reader<Box<dyn BufRead>>> {
-        Ok(csv::ReaderBuilder::new()
+    /// A CSV reader of the text (header included as a record), counting physical lines;
+    /// `end_mark` adds the mark that tells a quote still open at the end (see `lines`).
+    fn text_reader(&self, end_mark: bool) -> Result<(TextReader, Rc<RefCell<LineIndex>>)> {
+        let index = Rc::new(RefCell::new(LineIndex::default()));
+        let reader = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .flexible(true)
-            .has_headers(true)
+            .has_headers(false)
             .buffer_capacity(256 * 1024)
-            .from_reader(self.decoded_reader()?))
+            .from_reader(Counted::new(
+                self.decoded_reader()?,
+                index.clone(),
+                end_mark,
+            ));
+        Ok((reader, index))
     }
 
-    fn diag(
+    /// The header row of a CSV, its names as written.
+    fn text_header(&mut self) -> Result<Vec<String>> {
+        let (mut reader, index) = self.text_reader(false)?;
+        let mut record = csv::StringRecord::new();
+        match reader.read_record(&mut record) {
+            Ok(_) => {
+                let byte = record.position().map_or(0, |p| p.byte());
+                self.header_line = index.borrow_mut().line_of(byte);
+                Ok(record.iter().map(str::to_string).collect())
+            }
+            Err(e) => bail!(
+                "{}: cannot read the header row: {}",
+                self.at(1),
+                csv_error_text(&e)
+            ),
+        }
+    }
+
+    /// The first row of the sheet that has a cell (rows above it are empty), as written.
+    fn sheet_header(&mut self, wanted: Option<&str>) -> Result<Vec<String>> {
+        let mut header = None;
+        let name = sheet::read(&self.path, wanted, &self.shown, |row| {
+            header = Some((row.number, row.cells.to_vec()));
+            Ok(false)
+        })?;
+        self.sheet = Some(name);
+        match header {
+            Some((n, cells)) => {
+                self.header_line = n;
+                Ok(cells)
+            }
+            None => bail!("{}: the sheet is empty: expected a header row", self.at(1)),
+        }
+    }
+
+    /// A finding about this file at `line`.
+    pub fn diagnostic(
         &self,
         line: u64,
         column: Option<&str>,
@@ -229,6 +346,7 @@ impl CsvSource {
     ) -> Diagnostic {
         Diagnostic {
             file: self.shown.clone(),
+            sheet: self.sheet.clone(),
             line,
             column: column.map(str::to_string),
             message,
@@ -406,8 +524,16 @@ mod tests {
         assert!(scan.errors[0].message.contains("no recipients"));
         let f = write(b"\x00\x01\x02binary\x00");
         assert!(format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err()).contains("NUL"));
+        // UTF-16 with a BOM is read: here a header of one column, "id".
         let f = write(b"\xff\xfei\x00d\x00");
-        assert!(format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err()).contains("UTF-16"));
+        let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
+        assert!(
+            msg.contains(":1: column email: missing from the header (found: id;"),
+            "{msg}"
+        );
+        let f = write(b"i\x00d\x00,\x00e\x00");
+        let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
+        assert!(msg.contains("UTF-16 without a byte-order mark"), "{msg}");
     }
 
     #[test]
@@ -426,6 +552,174 @@ mod tests {
         assert_eq!(
             keys,
             vec![("anna@example.se".into(), "Anna@example.se".into())]
+        );
+    }
+
+    /// `text` as UTF-16 with its byte-order mark.
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        let mut out = if big_endian {
+            vec![0xFE, 0xFF]
+        } else {
+            vec![0xFF, 0xFE]
+        };
+        for u in text.encode_utf16() {
+            out.extend(if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn utf16_both_byte_orders_tab_separated() {
+        for big_endian in [false, true] {
+            let text = "id\tname\temail\taffected\r\n1\tÅsa Öberg\tasa@example.se\tnamn\r\n2\tBo\tbo@@example.se\tnamn\r\n";
+            let (rows, scan) = scan_all(&utf16(text, big_endian));
+            assert_eq!(rows.len(), 1, "{:?}", scan.errors);
+            assert_eq!(rows[0].name, "Åsa Öberg");
+            assert_eq!(
+                rows[0].fields[0].0, "id",
+                "the BOM is not part of the header"
+            );
+            assert_eq!(scan.errors.len(), 1);
+            assert!(
+                scan.errors[0].to_string().contains(":3: column email:"),
+                "{:?}",
+                scan.errors
+            );
+        }
+    }
+
+    #[test]
+    fn lines_are_physical_whatever_the_line_ends() {
+        for (what, text) in [
+            (
+                "LF",
+                &b"id,name,email,affected\n1,A,a@example.se,x\n2,B,bad,x\n"[..],
+            ),
+            (
+                "CRLF",
+                b"id,name,email,affected\r\n1,A,a@example.se,x\r\n2,B,bad,x\r\n",
+            ),
+            (
+                "CR",
+                b"id,name,email,affected\r1,A,a@example.se,x\r2,B,bad,x\r",
+            ),
+        ] {
+            let (rows, scan) = scan_all(text);
+            assert_eq!(rows[0].line, 2, "{what}");
+            assert!(
+                scan.errors[0].to_string().contains(":3: column email:"),
+                "{what}: {:?}",
+                scan.errors
+            );
+        }
+        let (rows, scan) = scan_all(
+            b"id,name,email,affected\r\n\r\n1,A,a@example.se,x\r\n\r\n\r\n2,B,bad,x\r\n3,\"C\r\nD\",c@example.se,x\r\n4,E,bad,x\r\n",
+        );
+        assert_eq!(rows[0].line, 3);
+        assert_eq!(rows[1].line, 7, "the line where a two-line record starts");
+        let lines: Vec<u64> = scan.errors.iter().map(|d| d.line).collect();
+        assert_eq!(lines, vec![6, 9]);
+    }
+
+    #[test]
+    fn a_quote_open_at_the_end_is_refused_naming_its_line() {
+        let f = write(b"id,name,email,affected\n1,A,a@example.se,x\n2,B,b@example.se,\"x\n3,C,c@example.se,x\n4,D,d@example.se,x\n");
+        let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
+        assert!(
+            msg.contains(":3: column affected: a quote opens a field on this line and is never closed: the rest of the file (3 lines) would be one field"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_quote_that_swallows_rows_is_refused_a_multi_line_address_is_not() {
+        let f = write(b"id,name,email,affected,address\r\n1,\"A,a@example.se,x,y\r\n2,B,b@example.se,x,y\r\n3,C,c@example.se,x,\"Storgatan 1\r\n123 45 Storstad\"\r\n");
+        let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
+        assert!(
+            msg.contains(":2: column name: a quote opens a field on this line that runs on over 2 line(s) that read as whole rows (the first on line 3)"),
+            "{msg}"
+        );
+        let (rows, scan) = scan_all(b"id,name,email,affected,address\r\n3,C,c@example.se,x,\"Storgatan 1\r\n123 45 Storstad\"\r\n4,D,d@example.se,x,\"c/o E\n1,X,x@example.se,y\"\n");
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert_eq!(rows.len(), 2);
+        let _ = rows;
+    }
+
+    #[test]
+    fn headers_match_ignoring_case_and_spaces_trailing_empty_columns_ignored() {
+        let (rows, scan) = scan_all(b"ID; Name ;EMAIL;Affected;;\r\n1;A;a@example.se;x;;\r\n2;B;b@example.se;y;;\r\n;;;;;\r\n");
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert_eq!(rows.len(), 2);
+        let names: Vec<&str> = rows[0].fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, vec!["id", "name", "email", "affected"]);
+        assert_eq!(rows[0].name, "A");
+        let (_, scan) = scan_all(b"id;name;email;affected;;\n1;A;a@example.se;x;;oops\n");
+        assert!(
+            scan.errors[0]
+                .to_string()
+                .contains(":2: has 6 fields but the header has 4"),
+            "{:?}",
+            scan.errors
+        );
+        let f = write(b"id,name,email,Email,affected\n");
+        let msg = format!("{:#}", CsvSource::open(&cfg(f.path())).unwrap_err());
+        assert!(
+            msg.contains(":1: column Email: appears twice in the header (as email: names match ignoring case and spaces)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn allowed_values_per_cell_and_per_list_item() {
+        let f = write(b"id,name,email,affected,confirmed\n1,A,a@example.se,Namn|personumer,JA\n2,B,b@example.se,namn,jo\n3,C,c@example.se,bank| Epost ,\n");
+        let mut c = cfg(f.path());
+        c.values.insert(
+            "affected".into(),
+            ["namn", "adress", "personnummer", "bank", "epost", "telefon"]
+                .map(String::from)
+                .to_vec(),
+        );
+        c.values.insert(
+            "confirmed".into(),
+            ["ja", "nej", ""].map(String::from).to_vec(),
+        );
+        let src = CsvSource::open(&c).expect("opens");
+        let mut rows = Vec::new();
+        let scan = src
+            .scan(|r| {
+                rows.push(r);
+                Ok(())
+            })
+            .expect("scans");
+        let errors: Vec<String> = scan.errors.iter().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains(":2: column affected: \"personumer\" is not an allowed value; the nearest allowed is \"personnummer\""), "{errors:?}");
+        assert!(errors[1].contains(":3: column confirmed: \"jo\" is not an allowed value; the nearest allowed is \"ja\""), "{errors:?}");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].field("affected"),
+            Some(&FieldValue::List(vec!["bank".into(), "epost".into()]))
+        );
+        assert_eq!(
+            rows[0].field("confirmed"),
+            Some(&FieldValue::Text("".into()))
+        );
+        let mut c = cfg(f.path());
+        c.values.insert("kategori".into(), vec!["x".into()]);
+        let scan = CsvSource::open(&c)
+            .expect("opens")
+            .scan(|_| Ok(()))
+            .expect("scans");
+        assert_eq!(
+            scan.warnings[0].to_string(),
+            format!(
+                "warning: {}:1: column kategori: named in [recipients.values] but not in the header: its allowed values check nothing",
+                f.path().display()
+            )
         );
     }
 

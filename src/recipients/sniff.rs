@@ -21,6 +21,20 @@ pub enum Encoding {
     },
     /// Windows-1252.
     Windows1252,
+    /// UTF-16 with a byte-order mark (Excel's "Unicode text").
+    Utf16 {
+        /// FE FF rather than FF FE.
+        big_endian: bool,
+    },
+    /// Not text: a workbook's cells.
+    Workbook,
+}
+
+impl Encoding {
+    /// Whether the text is UTF-16.
+    pub fn is_utf16(self) -> bool {
+        matches!(self, Encoding::Utf16 { .. })
+    }
 }
 
 impl fmt::Display for Encoding {
@@ -29,6 +43,9 @@ impl fmt::Display for Encoding {
             Encoding::Utf8 { bom: true } => write!(f, "UTF-8 with BOM"),
             Encoding::Utf8 { bom: false } => write!(f, "UTF-8"),
             Encoding::Windows1252 => write!(f, "Windows-1252"),
+            Encoding::Utf16 { big_endian: false } => write!(f, "UTF-16 LE"),
+            Encoding::Utf16 { big_endian: true } => write!(f, "UTF-16 BE"),
+            Encoding::Workbook => write!(f, "workbook"),
         }
     }
 }

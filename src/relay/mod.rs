@@ -11,6 +11,7 @@
 //! and their three replies are read in order: one round trip a message instead of three.
 
 mod connection;
+pub mod profile;
 mod reply;
 mod settings;
 mod wire;

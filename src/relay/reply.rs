@@ -168,6 +168,8 @@ const QUOTA: &[&str] = &[
     "submissionquotaexceeded",
     "daily smtp relay limit",
     "daily limit",
+    "daily message limit",
+    "daily send limit",
     "recipient rate limit",
 ];
 /// Words that name a rate or throttling of the sender, the client or the relay.
@@ -207,7 +209,14 @@ const SENDER: &[&str] = &[
     "invalid credentials for relay",
 ];
 /// Words that say a login is missing.
-const LOGIN: &[&str] = &["authentication required", "not authenticated"];
+/// cPanel's Exim ("Please turn on SMTP Authentication in your mail client ... is not
+/// permitted to relay through this server without authentication") says it at RCPT.
+const LOGIN: &[&str] = &[
+    "authentication required",
+    "not authenticated",
+    "turn on smtp authentication",
+    "without authentication",
+];
 /// Weaker words, read only when no recipient-specific status code spoke first, and
 /// never when the text is about a mailbox or a recipient.
 const WEAK: &[&str] = &["rate", "quota", "too many", "limit exceeded"];
@@ -264,6 +273,10 @@ pub fn classify(stage: Stage, code: u16, enhanced: Option<&str>, text: &str) -> 
         Speaks::Relay if login => Verdict::Auth,
         Speaks::Relay if permanent => Verdict::Refuses,
         Speaks::Relay => Verdict::RelayBusy,
+        // A refusal at AUTH that names a rate ("550 Too many messages. Try again in 92
+        // seconds.") is the relay's pushback, not a wrong password.
+        Speaks::Login if quota => Verdict::RelayQuota,
+        Speaks::Login if rate => Verdict::RelayBusy,
         Speaks::Login if permanent => Verdict::Auth,
         Speaks::Login => Verdict::RelayBusy,
         Speaks::Sender if quota => Verdict::RelayQuota,
@@ -758,6 +771,127 @@ mod tests {
             "450 4.2.0 <bo@example.se>: greylisted, please try again later",
             Transient,
         ),
+        // Microsoft, more of its published replies: Exchange Online's thread limit as
+        // MailKit reports it after the data (github.com/Ombi-app/Ombi/issues/4093),
+        // MAIL FROM without a login as Postfix logs it from smtp.office365.us
+        // (pastebin.com/SuB30vi5) and as System.Net.Mail reports it
+        // (github.com/renevanosnabrugge/SendEmail-BuildTask/issues/49), and Exchange
+        // Server's receive connector MessageRateLimit (the relay of many Swedish
+        // companies' own Microsoft-hosted domains; portal.iridis.uk knowledgebase id=164).
+        (
+            EndOfData,
+            "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded. Visit aka.ms/concurrent_sending for more info. [Hostname=DS7PR10MB4862.namprd10.prod.outlook.com]",
+            RelayBusy,
+        ),
+        (
+            MailFrom,
+            "530 5.7.57 Client not authenticated to send mail. [BN1P110CA0052.NAMP110.PROD.OUTLOOK.COM 2023-11-29T14:52:57.126Z 08DBE7319275F6BA]",
+            Auth,
+        ),
+        (
+            MailFrom,
+            "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
+            Auth,
+        ),
+        (
+            MailFrom,
+            "421 4.4.2 Message submission rate for this client has exceeded the configured limit",
+            Closing,
+        ),
+        // Gmail's daily quota in the wording its SMTP server sends to clients
+        // (github.com/PHPMailer/PHPMailer/issues/2113; hromadnaposta.cz support article
+        // 111 "error 550 5.4.5 daily sending quota exceeded").
+        (
+            MailFrom,
+            "550 5.4.5 Daily user sending quota exceeded. s5sm12197523qke.120 - gsmtp",
+            RelayQuota,
+        ),
+        (
+            MailFrom,
+            "550 5.4.5 Daily sending quota exceeded - gsmtp",
+            RelayQuota,
+        ),
+        // Azure Communication Services (smtp.azurecomm.net): Microsoft publishes no SMTP
+        // reply reference for it. Its quickstarts (learn.microsoft.com/azure/
+        // communication-services/quickstarts/email/send-email-smtp/smtp-authentication)
+        // give host, port and login only; its limits (concepts/service-limits: 30/min and
+        // 100/h per subscription for custom domains, 50 recipients per SMTP message) are
+        // documented as HTTP 429 for the REST API, and which SMTP reply the relay sends at
+        // those limits is not published. The one reply on record from smtp.azurecomm.net,
+        // the login refusal "535 5.7.3 Authentication unsuccessful"
+        // (github.com/jstedfast/MailKit/issues/1967), is Exchange Online's, already above.
+        // The status and failure codes of ACS Email's logs and Event Grid reports
+        // (Delivered, Bounced, Suppressed, FilteredSpam, Quarantined; SmtpStatusCode
+        // 550 MailboxUnavailable) describe delivery after the relay accepted the message:
+        // they come back as reports (the `bounces` command), never as replies to us.
+        //
+        // Swedish hosting providers: none found publishes its relay's reply texts.
+        // Loopia documents 200 messages per hour per address and says only that a client
+        // "may receive a bounce message or an error" (support.loopia.com/wiki/
+        // email-messages-per-hour); Websupport.se 300 per hour per address and 2000 per
+        // domain, "the e-mail client will refuse to send additional e-mails after the
+        // error message" without giving it (kunskap.websupport.se/en/kb/
+        // protection-limit-for-the-number-of-e-mails-sent); Simply.com's Swedish page
+        // (simply.com/se/support/faq/mail/613) 300 per minute and 1000 per hour per
+        // login, refused "with a temperror"; Domeneshop's Swedish page
+        // (domän.shop/faq?id=251) 1 per second and 50 per minute; registrera-doman.se 10
+        // per minute, queued beyond; Nordicway 150 to 500 per hour by package, the rest
+        // beyond 25 % more "will not be delivered" (nordicway.io knowledgebase 60): mail
+        // the relay accepted and then drops, so `rate` must stay under such a host's
+        // hourly limit. Nothing findable for One.com, Binero, GleSYS,
+        // Oderland, Telia or Bahnhof. Oderland and many Swedish web hosts run cPanel,
+        // whose hourly limit ("Domain example.se has exceeded the max emails per hour
+        // (250/200 (125%)) allowed. Message discarded.") is a bounce after acceptance,
+        // not a reply ("it does not block additional messages at SMTP time",
+        // forums.cpanel.net thread 703725). cPanel's Exim does refuse at RCPT a client
+        // that has not logged in, as a hosting customer sees it (pastebin.com/e25g8b3J):
+        // that is the login's failure, never the recipient's.
+        (
+            RcptTo,
+            "550-Please turn on SMTP Authentication in your mail client, or login to the\n550-IMAP/POP3 server before sending your message. (utskick.example.se)\n550-[192.0.2.10]:42630 is not permitted to relay through this server without\n550 authentication.",
+            Auth,
+        ),
+        // Postfix refusing to relay for an unauthenticated client, with 454 (pastebin.com/
+        // p5hpxjsX): nothing in it names a rate; alone it is that recipient's, and the
+        // same refusal to recipient after recipient is the run's (the streak rule).
+        (
+            RcptTo,
+            "454 4.7.1 <kund@example.org>: Relay access denied",
+            Transient,
+        ),
+        // Relays with a published reply reference by stage: Emailit
+        // (emailit.com/docs/smtp/troubleshooting); and hosted relays that publish their
+        // limit replies: Mindbox/cloud4u smtp.msndr.net's refusal at AUTH
+        // (client.cloud4u.com knowledgebase 1041), Polaris Mail's daily limit
+        // (wiki.polarismail.com, "Common Problems").
+        (Login, "535 Authentication failed", Auth),
+        (Login, "454 Temporary authentication failure", RelayBusy),
+        (
+            MailFrom,
+            "452 4.4.5 Messages per second limit exceeded",
+            RelayBusy,
+        ),
+        (
+            MailFrom,
+            "452 4.5.3 Daily message limit exceeded",
+            RelayQuota,
+        ),
+        (RcptTo, "451 Temporary local error in processing", Transient),
+        (
+            MailFrom,
+            "451 Temporary local error in processing",
+            RelayBusy,
+        ),
+        (
+            Login,
+            "550 Too many messages. Try again in 92 seconds.",
+            RelayBusy,
+        ),
+        (
+            RcptTo,
+            "462 Daily send limit reached. Please try again tomorrow",
+            RelayQuota,
+        ),
         // RFC 5321 4.2.2 / 4.2.3 generic replies, as many small relays send them.
         (
             RcptTo,
@@ -805,6 +939,69 @@ mod tests {
             RelayBusy
         );
         assert_eq!(v(MailFrom, "553 5.1.8 Sender address rejected"), Sender);
+    }
+
+    #[test]
+    fn a_daily_limit_is_a_quota_whatever_the_code_and_stage() {
+        // Emailit's MAIL FROM refusal and Polaris Mail's nonstandard 462 say "daily ...
+        // limit" in words the quota table did not know: they paused the run again and
+        // again (MAIL FROM) or failed recipient after recipient (RCPT) instead of going
+        // to the long-mailing rules.
+        assert_eq!(
+            v(MailFrom, "452 4.5.3 Daily message limit exceeded"),
+            RelayQuota
+        );
+        assert_eq!(
+            v(
+                RcptTo,
+                "462 Daily send limit reached. Please try again tomorrow"
+            ),
+            RelayQuota
+        );
+        assert_eq!(
+            v(EndOfData, "452 4.5.3 Daily message limit exceeded"),
+            RelayQuota
+        );
+        // A mailbox's own limit stays the recipient's.
+        assert_eq!(
+            v(
+                RcptTo,
+                "452 4.2.2 The email account that you tried to reach is over quota."
+            ),
+            Transient
+        );
+    }
+
+    #[test]
+    fn a_rate_refusal_at_auth_is_pushback_not_a_refused_login() {
+        // smtp.msndr.net answers AUTH with a 550 that names the rate: stopping the run as
+        // "the relay refused the login" would send the operator to check a good password.
+        assert_eq!(
+            v(Login, "550 Too many messages. Try again in 92 seconds."),
+            RelayBusy
+        );
+        assert_eq!(
+            v(
+                Login,
+                "454 4.7.0 Too many login attempts, please try again later."
+            ),
+            RelayBusy
+        );
+        // A refusal of the credentials stays the login's.
+        assert_eq!(v(Login, "535 Authentication failed"), Auth);
+        assert_eq!(v(Login, "535 5.7.3 Authentication unsuccessful"), Auth);
+    }
+
+    #[test]
+    fn a_relay_asking_for_a_login_at_rcpt_is_the_logins_not_the_recipients() {
+        // cPanel's Exim refuses every recipient of a client that has not logged in, with a
+        // bare 550 and no enhanced code: booking each of them failed-permanent would
+        // write off the whole mailing for a configuration error.
+        let cpanel = "550-Please turn on SMTP Authentication in your mail client, or login to the\n550-IMAP/POP3 server before sending your message. (utskick.example.se)\n550-[192.0.2.10]:42630 is not permitted to relay through this server without\n550 authentication.";
+        assert_eq!(v(RcptTo, cpanel), Auth);
+        // Relaying refused in words that name no login stays the recipient's (the streak
+        // rule catches the same refusal to many).
+        assert_eq!(v(RcptTo, "550 relay not permitted"), Permanent);
     }
 
     #[test]

@@ -92,22 +92,22 @@ impl Settings {
     }
 }
 
+/// The name we greet the relay with: this machine's host name (uname's nodename) where it
+/// is a usable domain, else `[127.0.0.1]`.
 fn local_client_id() -> ClientId {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end])
-            && !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return ClientId::Domain(name.to_string());
-        }
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str() {
+        Ok(name) if usable_helo(name) => ClientId::Domain(name.to_string()),
+        _ => ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST),
     }
-    ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// A host name that may stand in EHLO as it is.
+fn usable_helo(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// Reads the relay's secret, as the config says.
@@ -127,4 +127,22 @@ pub fn relay_settings(config: &Config) -> Result<Settings, Fail> {
 /// Maps a failed first connection to the exit code the contract gives it.
 pub fn connect_failure(e: ConnectError) -> Fail {
     Fail::Fatal(anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_host_name_is_used_in_ehlo() {
+        assert!(usable_helo("kontor-pc.example.se"));
+        assert!(!usable_helo(""));
+        assert!(!usable_helo("kontor pc"));
+        assert!(!usable_helo("kontor\r\nRCPT"));
+        // Whatever this machine is called, the greeting is one a relay accepts.
+        match local_client_id() {
+            ClientId::Domain(d) => assert!(usable_helo(&d)),
+            other => assert_eq!(other.to_string(), "[127.0.0.1]"),
+        }
+    }
 }

@@ -25,7 +25,6 @@ use crate::journal::{self, Class, Event, Journal, Unsent, Writer};
 use crate::mailing::{Mailing, Priority};
 use crate::message;
 use crate::progress::Progress;
-use crate::recipients::file_stem;
 use crate::relay::{self, ConnectError, Connection, Delivery, Settings, Stage, Verdict};
 
 /// One message to deliver.
@@ -119,8 +118,8 @@ impl Engine {
         let quota = Quota::with_period(per.max(Duration::from_nanos(1)))
             .map(|q| q.allow_burst(NonZeroU32::new(sending.burst).unwrap_or(NonZeroU32::MIN)));
         let limiter = quota.map(RateLimiter::direct);
-        // Long mailings: daily_limit as a rolling window, and the waits (limit_window).
-        let mut limits = crate::limit_window::Limits::new(&this.mailing.config, &this.journal);
+        // Long mailings: daily_limit as a rolling window, and the waits (send::window).
+        let mut limits = crate::send::window::Limits::new(&this.mailing.config, &this.journal);
 
         // Idle workers; `pop` takes from the end, so the connection already open goes first.
         let mut idle: Vec<Option<Connection>> = (1..concurrency).map(|_| None).collect();
@@ -172,7 +171,7 @@ impl Engine {
                     Some(wait) if wait.long => {
                         progress.note(&format!(
                             "daily_limit {limit} reached (rolling 24 h): waiting until {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                            crate::limit_window::local_time(wait.until)
+                            crate::send::window::local_time(wait.until)
                         ));
                         this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report)
                             .await;
@@ -221,7 +220,7 @@ impl Engine {
                             if let Some(wait) = limits.wait_for_quota() {
                                 progress.note(&format!(
                                     "the relay's daily quota is used up ({reason}): trying again at {} (local time); Ctrl-C stops, a later `utskick send` goes on",
-                                    crate::limit_window::local_time(wait.until)
+                                    crate::send::window::local_time(wait.until)
                                 ));
                                 queue.front.push_front(job);
                                 this.idle_while_waiting(&mut staged, &mut queue, &mut idle, &mut report).await;
@@ -232,7 +231,7 @@ impl Engine {
                     }
                     queue.handle(&mut report, progress, &sending, job, outcome);
                 }
-                _ = crate::limit_window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
+                _ = crate::send::window::sleep_until(limits.waiting().unwrap_or(SystemTime::UNIX_EPOCH)), if !stopping && limits.waiting().is_some() => {
                     if limits.done_waiting() {
                         progress.note("the wait is over: going on");
                     }
@@ -372,7 +371,6 @@ impl Engine {
     /// The job for a recipient this run takes on; None for the others (and for rows whose
     /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
     fn build_job(&self, recipient: &crate::recipients::Recipient) -> Option<Job> {
-        let config = &self.mailing.config;
         let state = self.journal.state(&recipient.key);
         if !self
             .plan
@@ -381,33 +379,23 @@ impl Engine {
         {
             return None;
         }
-        let rendered = self.mailing.templates.render(recipient).ok()?;
-        let (message_id, to) = match &self.plan.selection {
-            Selection::Test { to } => (
-                message::test_message_id(
-                    &config.campaign,
-                    &recipient.key,
-                    &self.run,
-                    &config.sender.domain,
-                ),
-                Some(to.as_str()),
-            ),
-            _ => (
-                message::message_id(&config.campaign, &recipient.key, &config.sender.domain),
-                None,
-            ),
+        let test_to = match &self.plan.selection {
+            Selection::Test { to } => Some(to.parse::<Address>().ok()?),
+            _ => None,
         };
-        let built =
-            message::build(config, recipient, &rendered, &message_id, to, self.date).ok()?;
-        let rcpt = built.rcpt.parse::<Address>().ok()?;
+        let delivery = match &test_to {
+            Some(to) => message::Delivery::Test { to, run: &self.run },
+            None => message::Delivery::Notice,
+        };
+        let prepared = self.mailing.prepare(recipient, delivery, self.date).ok()?;
         Some(Job {
             key: recipient.key.clone(),
-            email: built.rcpt.clone(),
-            rcpt,
-            message_id: built.message_id,
-            wire: Arc::new(relay::Wire::new(&built.bytes)),
-            bytes: Arc::new(built.bytes),
-            archive_name: format!("{}.eml", file_stem(&recipient.key, "")),
+            email: prepared.rcpt.to_string(),
+            rcpt: prepared.rcpt,
+            message_id: prepared.message_id,
+            wire: Arc::new(relay::Wire::new(&prepared.bytes)),
+            bytes: Arc::new(prepared.bytes),
+            archive_name: prepared.file_name,
             attempts: 0,
             failures: 0,
             earlier: self

@@ -9,6 +9,7 @@
 mod engine;
 mod queue;
 mod report;
+pub mod window;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -275,12 +276,12 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         chosen.already_sent,
         journal_path.display()
     );
-    // Long mailings: how long it takes and when it ends (relay_profile).
+    // Long mailings: how long it takes and when it ends (relay::profile).
     let (estimate, too_much) = if plan.selection.is_test() {
         (None, None)
     } else {
         let (line, warning) =
-            crate::relay_profile::for_run(&mailing.config, &journal, chosen.count);
+            crate::relay::profile::for_run(&mailing.config, &journal, chosen.count);
         (Some(line), warning)
     };
     let question = match &estimate {

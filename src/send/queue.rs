@@ -179,6 +179,8 @@ impl Queue {
             }
             Outcome::Relay { verdict, reason } => match verdict {
                 Verdict::RelayQuota => {
+                    // The relay's daily quota: the long-mailing rules decide between stopping
+                    // here and waiting (`[sending] when_limited`); the job stays deferred.
                     report.stop.get_or_insert(Stop::Quota(reason));
                 }
                 Verdict::Auth => {
@@ -202,14 +204,16 @@ impl Queue {
             Outcome::NoConnection(e) => match e {
                 ConnectError::Auth { .. }
                 | ConnectError::Tls { .. }
-                | ConnectError::Refused { .. }
-                | ConnectError::Secret { .. } => {
+                | ConnectError::Refused { .. } => {
                     report.stop.get_or_insert(Stop::Fatal(e.to_string()));
                 }
                 ConnectError::Busy { .. } => {
                     self.closing(report, progress, sending, job, e.to_string());
                 }
-                ConnectError::Unreachable { .. } => {
+                // Long mailings: a token endpoint that fails for a moment in a run of hours
+                // is waited for like a relay out of reach; if it keeps failing, the run
+                // stops (exit 1).
+                ConnectError::Unreachable { .. } | ConnectError::Secret { .. } => {
                     self.pushback(report, progress, sending, job, e.to_string(), true);
                 }
             },

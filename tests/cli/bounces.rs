@@ -31,12 +31,17 @@ fn corpus_dir() -> PathBuf {
     repo().join("tests/bounces")
 }
 
-fn expected() -> Vec<Expected> {
-    let text = std::fs::read_to_string(corpus_dir().join("expected.tsv")).expect("expected.tsv");
+/// A table of tests/bounces: file, the layout's name (only in `layouts/layouts.tsv`), kind,
+/// one column per recipient, the original Message-ID.
+fn read_table(path: &str, with_layout: bool) -> Vec<Expected> {
+    let text = std::fs::read_to_string(corpus_dir().join(path)).expect("table");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
+            let mut cols: Vec<&str> = line.split('\t').collect();
+            if with_layout {
+                cols.remove(1);
+            }
             let last = cols[cols.len() - 1];
             let recipients = cols[2..cols.len() - 1]
                 .iter()
@@ -57,6 +62,46 @@ fn expected() -> Vec<Expected> {
             }
         })
         .collect()
+}
+
+fn expected() -> Vec<Expected> {
+    read_table("expected.tsv", false)
+}
+
+/// One (key, email) row per address a table names, keys counted up from `first`.
+fn rows_for(table: &[Expected], first: usize) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for e in table {
+        for (email, _, _) in &e.recipients {
+            if !rows.iter().any(|(_, m)| m == email) {
+                rows.push((format!("{}", first + rows.len()), email.clone()));
+            }
+        }
+    }
+    rows
+}
+
+/// Sends to these (key, email) rows through a plain test relay; returns the env, the
+/// relay (kept alive) and each key's (email, Message-ID).
+fn sent_rows(
+    rows: &[(String, String)],
+) -> (TestEnv, SmtpServer, HashMap<String, (String, String)>) {
+    let server = SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    write_csv(&env, rows);
+    env.run(&["send", "--yes"]).expect_code(0);
+    let ids = sent_ids(&env);
+    assert_eq!(ids.len(), rows.len());
+    (env, server, ids)
+}
+
+/// The key of the row with this address.
+fn key_of(rows: &[(String, String)], email: &str) -> String {
+    rows.iter()
+        .find(|(_, m)| m == email)
+        .map(|(k, _)| k.clone())
+        .expect("a row for this address")
 }
 
 /// Every non-test `sent` event's key → (email, Message-ID), the latest winning.
@@ -87,13 +132,23 @@ fn bounced(env: &TestEnv) -> BTreeSet<(String, String, String, String)> {
         .collect()
 }
 
-/// Keys with a permanent bounce booked.
-fn bounced_keys(env: &TestEnv) -> BTreeSet<String> {
+/// Keys with a bounce of this class (`permanent`, `transient`) booked.
+fn keys_booked(env: &TestEnv, class: &str) -> BTreeSet<String> {
     bounced(env)
         .into_iter()
-        .filter(|b| b.1 == "permanent")
+        .filter(|b| b.1 == class)
         .map(|b| b.0)
         .collect()
+}
+
+/// Keys with a permanent bounce booked.
+fn bounced_keys(env: &TestEnv) -> BTreeSet<String> {
+    keys_booked(env, "permanent")
+}
+
+/// Keys with a delay booked.
+fn delayed_keys(env: &TestEnv) -> BTreeSet<String> {
+    keys_booked(env, "transient")
 }
 
 /// `status --json`'s counts.
@@ -226,29 +281,11 @@ fn sent_example() -> (TestEnv, SmtpServer, HashMap<String, (String, String)>) {
 fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
     let expected = expected();
     // One recipient per address the corpus reports, plus one nobody reports.
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for e in &expected {
-        for (email, _, _) in &e.recipients {
-            if !rows.iter().any(|(_, m)| m == email) {
-                rows.push((format!("{}", 2001 + rows.len()), email.clone()));
-            }
-        }
-    }
+    let mut rows = rows_for(&expected, 2001);
     rows.push(("2999".into(), "olof.ost@example.org".into()));
-    let key_of = |email: &str| -> String {
-        rows.iter()
-            .find(|(_, m)| m == email)
-            .map(|(k, _)| k.clone())
-            .expect("a row for this address")
-    };
+    let key_of = |email: &str| key_of(&rows, email);
 
-    let server = SmtpServer::plain();
-    let env = TestEnv::example();
-    env.relay(server.port());
-    write_csv(&env, &rows);
-    env.run(&["send", "--yes"]).expect_code(0);
-    let ids = sent_ids(&env);
-    assert_eq!(ids.len(), rows.len());
+    let (env, _server, ids) = sent_rows(&rows);
 
     // The corpus with its Message-IDs replaced by the journal's: a report names the notice
     // of its first recipient (an auto-reply: any notice).
@@ -323,12 +360,7 @@ fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
         Some(by_status.join(", ").as_str())
     );
     assert_eq!(bounced_keys(&env), permanent);
-    let delays: BTreeSet<String> = bounced(&env)
-        .into_iter()
-        .filter(|b| b.1 == "transient")
-        .map(|b| b.0)
-        .collect();
-    assert_eq!(delays, delayed);
+    assert_eq!(delayed_keys(&env), delayed);
     // Every event names its report, our Message-ID and the status; the journal holds the
     // diagnostic on one line.
     for e in env.events("bounced") {
@@ -383,6 +415,95 @@ fn corpus_books_permanent_bounces_once_and_counts_the_rest() {
         run.all()
     );
     assert_eq!(env.events("bounced").len(), before);
+}
+
+/// One report per server layout, against a real send's journal, read from an mbox: every
+/// permanent failure is booked `bounced` (4.x.x with "Action: failed" or "given up"
+/// included), every delay is kept as a delay, and auto-replies, a feedback report and
+/// delivery confirmations book nothing.
+#[test]
+fn layout_fixtures_book_every_permanent_failure_and_nothing_else() {
+    let layouts = read_table("layouts/layouts.tsv", true);
+    let mut rows = rows_for(&layouts, 3001);
+    // The negatives' own recipients: sent, and they must stay sent.
+    for email in [
+        "oskar.olsson@example.org",
+        "pia.palm@example.com",
+        "siv.strand@example.com",
+        "tage.torn@example.com",
+        "ulf.udd@example.net",
+    ] {
+        rows.push((format!("{}", 3001 + rows.len()), email.to_string()));
+    }
+    let key_of = |email: &str| key_of(&rows, email);
+    let (env, _server, ids) = sent_rows(&rows);
+
+    // Each fixture names the notice of its recipient (a negative: the first row's); the
+    // Amazon SES one names SES's own id and is matched by address.
+    let mut mbox = Vec::new();
+    for e in &layouts {
+        let mut text =
+            std::fs::read_to_string(corpus_dir().join("layouts").join(&e.file)).expect("fixture");
+        if let Some(original) = e
+            .original
+            .as_deref()
+            .filter(|o| o.contains("nektab-2023-10."))
+        {
+            let key = match e.recipients.first() {
+                Some((email, _, _)) => key_of(email),
+                None => rows[0].0.clone(),
+            };
+            text = text.replace(inner(original), inner(&ids[&key].1));
+        }
+        mbox.extend_from_slice(b"From MAILER-DAEMON Thu Oct 12 10:15:00 2023\n");
+        for line in text.split_inclusive('\n') {
+            if line.trim_start_matches('>').starts_with("From ") {
+                mbox.push(b'>');
+            }
+            mbox.extend_from_slice(line.as_bytes());
+        }
+        mbox.push(b'\n');
+    }
+    env.write("layouts.mbox", mbox);
+
+    let mut permanent = BTreeSet::new();
+    let mut delayed = BTreeSet::new();
+    for e in &layouts {
+        for (email, _, class) in &e.recipients {
+            if class == "permanent" {
+                permanent.insert(key_of(email));
+            } else {
+                delayed.insert(key_of(email));
+            }
+        }
+    }
+    assert_eq!(permanent.len(), 22);
+    assert_eq!(delayed.len(), 4);
+
+    let run = env.run(&["bounces", "layouts.mbox"]);
+    run.expect_code(0);
+    let autos = layouts.iter().filter(|e| e.kind == "auto-reply").count();
+    assert!(
+        summary(&run).starts_with(&format!(
+            "bounces: {} messages read, {} DSNs, 26 matched (22 booked, 4 delays), 0 already booked, 0 unmatched, {autos} auto-replies, 1 other mail",
+            layouts.len(),
+            layouts.iter().filter(|e| e.kind == "dsn").count(),
+        )),
+        "{}",
+        run.all()
+    );
+    assert_eq!(bounced_keys(&env), permanent, "{}", run.all());
+    assert_eq!(delayed_keys(&env), delayed);
+    let states = env.latest();
+    for (key, email) in &rows {
+        let expected = if permanent.contains(key) {
+            "bounced"
+        } else {
+            "sent"
+        };
+        assert_eq!(states[key], expected, "{email}");
+    }
+    assert_eq!(counts(&env)["bounced"], 22);
 }
 
 #[test]
@@ -573,14 +694,14 @@ fn bounces_exit_codes() {
     env.run(&["bounces", "r", "--move-to", "Klart"])
         .expect_code(2);
 
-    // A journal locked by another utskick: exit 1.
+    // A journal locked by another utskick (its lock is on the journal itself): exit 1.
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(env.path("delivery-log.jsonl.lock"))
-        .expect("lock file");
+        .open(env.path("delivery-log.jsonl"))
+        .expect("journal");
     lock.try_lock().expect("the test takes the lock");
     let run = env.run(&["bounces", "r"]);
     run.expect_code(1);
@@ -854,4 +975,62 @@ fn imap_books_as_files_do_and_moves_only_processed_reports() {
         "{}",
         run.all()
     );
+}
+
+/// A folder larger than one fetch batch (100): the messages come and are booked batch by
+/// batch, none lost or read twice at the batch edges, the UIDs of every batch moved.
+#[test]
+fn imap_reads_a_folder_larger_than_one_fetch_batch() {
+    let Some(dovecot) = Dovecot::shared() else {
+        return;
+    };
+    let (env, _server, ids) = sent_example();
+    let user = dovecot.fresh_user();
+    // Reports at the first message, on both sides of each batch edge, and the last.
+    let reports: BTreeMap<usize, (&str, &str)> = [
+        (1, ("1006", "jons.akesson@example.se")),
+        (100, ("1008", "goran.arlig@example.se")),
+        (101, ("1010", "osten.blom@example.com")),
+        (200, ("1007", "anna-lena.ek@example.com")),
+        (201, ("1009", "liselott.frojd@example.org")),
+        (250, ("1011", "eva.strom-dahl@example.se")),
+    ]
+    .into_iter()
+    .collect();
+    for n in 1..=250usize {
+        let raw = match reports.get(&n) {
+            Some((key, email)) => {
+                assert_eq!(ids[*key].0, *email, "the example CSV's address for {key}");
+                dsn(
+                    &format!("<b{n}@mx.example.net>"),
+                    email,
+                    "5.1.1",
+                    Some(&ids[*key].1),
+                )
+            }
+            None => unrelated(&format!("<u{n}@example.se>")),
+        };
+        dovecot.deliver(
+            &user,
+            &format!("{}.M{n}P1.test", 1_000_000_000 + n),
+            raw.as_bytes(),
+        );
+    }
+    imap_config(&env, dovecot, &user, "tls", dovecot.imaps_port());
+    let run = env.run_env(
+        &["bounces", "--imap", "--move-to", "Processed"],
+        &[(IMAP_VAR, dovecot::PASSWORD)],
+    );
+    run.expect_code(0);
+    assert!(
+        summary(&run).starts_with(
+            "bounces: 250 messages read, 6 DSNs, 6 matched (6 booked, 0 delays), 0 already booked, 0 unmatched, 0 auto-replies, 244 other mail"
+        ),
+        "{}",
+        run.all()
+    );
+    let keys: BTreeSet<String> = reports.values().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(bounced_keys(&env), keys);
+    assert_eq!(dovecot.messages(&user, Some("Processed")).len(), 6);
+    assert_eq!(dovecot.messages(&user, None).len(), 244);
 }

@@ -2,8 +2,9 @@
 //! `preview/index.html` in headless Chromium (Debian's `chromium`, which `.ci/run` installs).
 //!
 //! No driver: Chromium's own `--dump-dom` gives the page as its scripts left it, and the
-//! page's `#q=TEXT` fragment types TEXT into the search box, so searching is tested through
-//! the page's own input handler. Every run goes through a local proxy that refuses and
+//! page's fragment drives it through its own handlers: `#q=TEXT` types TEXT into the
+//! search box, `#keys=ArrowDown,Enter` presses keys in it, `#v=N` picks variant N,
+//! `#note=N` follows warning N. Every run goes through a local proxy that refuses and
 //! records every request: the page must load nothing from the network.
 //!
 //! Without Chromium the tests print `skipped: chromium not installed` and pass, unless `CI`
@@ -242,6 +243,58 @@ fn previewed() -> (TestEnv, String) {
     (env, url)
 }
 
+/// Categories the generated rows take, in turn: combinations of those the shipped config
+/// allows (`[recipients.values]`), and none.
+const GENERATED_AFFECTED: [&str; 9] = [
+    "namn|adress|personnummer|bank",
+    "namn|epost",
+    "namn|adress",
+    "namn|telefon",
+    "namn|adress|personnummer",
+    "namn|adress|bank|epost|telefon",
+    "adress|telefon",
+    "namn",
+    "",
+];
+
+/// A generated mailing of `rows` customers: affected and confirmed vary independently
+/// (confirmed as `ja`, `Ja` or `nej`: the templates read `ja` and `Ja` alike), names and
+/// keys differ on every row, and every 15th row shares the address of the row before it
+/// (a warning each). Returns each row's (key, name, affected, confirmed).
+fn generated(env: &TestEnv, rows: usize) -> Vec<(String, String, String, String)> {
+    let first = [
+        "Anna", "Bo", "Cecilia", "Dan", "Eva", "Fredrik", "Göran", "Åsa",
+    ];
+    let last = [
+        "Ek",
+        "Holm",
+        "Lind",
+        "Öberg",
+        "Sjöström",
+        "Ström-Dahl",
+        "Al-Sayed",
+    ];
+    let mut csv = String::from("customer_id,name,email,personnummer,address,affected,confirmed\n");
+    let mut out = Vec::new();
+    for i in 0..rows {
+        let key = format!("{}", 500_001 + i);
+        let name = format!("{} {}", first[i % first.len()], last[(i / 3) % last.len()]);
+        let affected = GENERATED_AFFECTED[(i / 2) % GENERATED_AFFECTED.len()];
+        let confirmed = ["ja", "nej", "Ja"][(i / 7) % 3];
+        let mailbox = if i % 15 == 14 {
+            500_000 + i
+        } else {
+            500_001 + i
+        };
+        csv.push_str(&format!(
+            "{key},{name},kund{mailbox}@example.se,19800101-0000,Gatan {i},{affected},{confirmed}\n"
+        ));
+        out.push((key, name, affected.to_string(), confirmed.to_string()));
+    }
+    env.write("recipients.example.csv", csv);
+    out
+}
+
 // ----- reading the DOM Chromium dumped -----------------------------------------------
 
 /// The text between `start` (inclusive) and the next `end` (exclusive) after it.
@@ -274,28 +327,34 @@ fn text_of(html: &str) -> String {
     decode(&out)
 }
 
-fn decode(text: &str) -> String {
+/// HTML entities as the pages write them, decoded (also for the preview tests).
+pub(crate) fn decode(text: &str) -> String {
     text.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
+        .replace("&#39;", "'")
         .replace("&nbsp;", "\u{a0}")
         .replace("&amp;", "&")
 }
 
-/// A recipient row as the page left it.
+/// A recipient row as the page drew it.
 #[derive(Debug)]
 struct Row {
     key: String,
-    visible: bool,
+    /// The cursor (up/down) is on it.
     selected: bool,
+    /// Its message is the one shown.
+    shown: bool,
 }
 
+/// The rows the list drew (the ones in view: the list never draws all of a large mailing).
 fn rows(dom: &str) -> Vec<Row> {
-    let body = between(dom, "<tbody id=\"rows\">", "</tbody>");
-    body.split("<tr ")
+    let body = between(dom, "<div id=\"spacer\"", "</section>");
+    body.split("<div class=\"row")
         .skip(1)
-        .map(|tr| {
-            let tag = &tr[..tr.find('>').expect("a row's tag ends")];
+        .map(|div| {
+            let tag = &div[..div.find('>').expect("a row's tag ends")];
+            let class = tag.split('"').next().unwrap_or("");
             let key = tag
                 .split("data-key=\"")
                 .nth(1)
@@ -303,40 +362,99 @@ fn rows(dom: &str) -> Vec<Row> {
                 .unwrap_or_else(|| panic!("a row without data-key: {tag}"));
             Row {
                 key: decode(key),
-                visible: !tag.contains("display: none"),
-                selected: tag.contains("class=\"sel\""),
+                selected: class.split(' ').any(|c| c == "sel"),
+                shown: class.split(' ').any(|c| c == "shown"),
             }
         })
         .collect()
 }
 
-fn visible_keys(dom: &str) -> Vec<String> {
+fn keys(dom: &str) -> Vec<String> {
+    rows(dom).into_iter().map(|r| r.key).collect()
+}
+
+fn selected(dom: &str) -> Vec<String> {
     rows(dom)
         .into_iter()
-        .filter(|r| r.visible)
+        .filter(|r| r.selected)
         .map(|r| r.key)
         .collect()
 }
 
-/// The meta box (To, subject, file) as text.
+fn shown(dom: &str) -> Vec<String> {
+    rows(dom)
+        .into_iter()
+        .filter(|r| r.shown)
+        .map(|r| r.key)
+        .collect()
+}
+
+/// The meta box (To, key, variant, subject) as text.
 fn meta(dom: &str) -> String {
-    text_of(between(dom, "<div id=\"meta\"", "<h2>"))
+    text_of(between(dom, "<div id=\"meta\"", "<iframe"))
 }
 
-/// The text pane as text.
-fn text_pane(dom: &str) -> String {
-    decode(between(dom, "<pre id=\"text\">", "</pre>").trim_start_matches("<pre id=\"text\">"))
-}
-
-/// The HTML pane's `<iframe ...>` opening tag, attributes as serialized.
+/// The message frame's opening tag, attributes as serialized.
 fn iframe(dom: &str) -> String {
-    decode(between(dom, "<iframe", "</iframe>"))
+    decode(between(dom, "<iframe id=\"msg\"", ">"))
+}
+
+/// The file the message frame shows (relative to the page), if any.
+fn frame_src(dom: &str) -> Option<String> {
+    let tag = iframe(dom);
+    let src = tag.split(" src=\"").nth(1)?.split('"').next()?.to_string();
+    (src != "about:blank").then_some(src)
 }
 
 fn count(dom: &str) -> String {
     text_of(between(dom, "<span id=\"count\">", "</span>"))
         .trim()
         .to_string()
+}
+
+/// The variants table's rows as text.
+fn variant_rows(dom: &str) -> Vec<String> {
+    let body = between(dom, "<tbody id=\"vrows\">", "</tbody>");
+    body.split("<tr ")
+        .skip(1)
+        .map(|tr| {
+            let text = text_of(&tr[tr.find('>').unwrap_or(0)..]);
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+/// The recipient count of each variant row.
+fn variant_counts(dom: &str) -> Vec<u64> {
+    let body = between(dom, "<tbody id=\"vrows\">", "</tbody>");
+    body.split("<td class=\"n\">")
+        .skip(1)
+        .map(|td| {
+            td[..td.find('<').expect("cell end")]
+                .parse()
+                .expect("a count")
+        })
+        .collect()
+}
+
+/// The `data-` attribute the page sets on body when it is ready.
+fn body_data(dom: &str, name: &str) -> Option<f64> {
+    let tag = between(dom, "<body", ">");
+    tag.split(&format!("data-{name}=\""))
+        .nth(1)?
+        .split('"')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A message page (`vN.html`) the frame points at.
+fn view_page(env: &TestEnv, src: &str) -> String {
+    assert!(
+        src.starts_with('v') && src.ends_with(".html") && !src.contains('/'),
+        "{src}"
+    );
+    env.read(&format!("preview/{src}"))
 }
 
 // ----- the tests ---------------------------------------------------------------------
@@ -368,51 +486,59 @@ fn preview_page_lists_searches_and_shows_in_chromium() {
 
     // As opened: every recipient listed, the first one shown, the warning on top.
     let dom = headless(&exe, &proxy, &["--dump-dom"], &url);
-    let all = rows(&dom);
+    let all = keys(&dom);
     assert_eq!(all.len(), EXAMPLE_ROWS, "rows: {all:?}");
-    assert!(all.iter().all(|r| r.visible), "{all:?}");
-    let selected: Vec<&str> = all
-        .iter()
-        .filter(|r| r.selected)
-        .map(|r| r.key.as_str())
-        .collect();
-    assert_eq!(selected, ["1001"]);
-    assert_eq!(count(&dom), format!("{EXAMPLE_ROWS} meddelanden"));
+    assert_eq!(selected(&dom), ["1001"]);
+    assert_eq!(shown(&dom), ["1001"]);
+    assert_eq!(count(&dom), format!("{EXAMPLE_ROWS} mottagare"));
     let m = meta(&dom);
     assert!(m.contains("Åsa Öberg <asa.oberg@example.se>"), "{m}");
     let notes = between(&dom, "<div id=\"notes\">", "<main>");
     assert!(
-        notes.contains("class=\"warn\"") && notes.contains("familjen.holm@example.org"),
+        notes.contains("note warn") && notes.contains("familjen.holm@example.org"),
         "the CSV's warning is not at the top: {notes}"
     );
-    assert!(
-        dom.find("id=\"notes\"") < dom.find("<main>"),
-        "warnings below the messages"
+    // Ten variants: 1001 and 1005 read alike (ja, all four categories), as do 1002 and
+    // 1012 (nej, the same four); every other row has a combination of its own.
+    let variants = variant_rows(&dom);
+    assert_eq!(variants.len(), 10, "{variants:?}");
+    assert_eq!(
+        variant_counts(&dom).iter().sum::<u64>(),
+        EXAMPLE_ROWS as u64
     );
-    // The HTML part sits in a sandbox with no permissions at all.
+    assert_eq!(&variant_counts(&dom)[..2], [2, 2]);
+    assert!(
+        variants[0].contains("confirmed: ja")
+            && variants[0].contains("affected: namn, adress, personnummer, bank"),
+        "{variants:?}"
+    );
+    // The message is a file of its own in a frame sandboxed with no permissions at all;
+    // the page holds no message body.
     let frame = iframe(&dom);
-    let opening = &frame[..frame.find(" srcdoc=").unwrap_or(frame.len())];
+    assert!(frame.contains(" sandbox=\"\""), "not sandboxed: {frame}");
+    let src = frame_src(&dom).expect("a message shown");
+    let view = view_page(&env, &src);
+    assert!(view.contains("Hej Åsa Öberg,"), "{src}: no text part");
     assert!(
-        opening.contains(" sandbox=\"\""),
-        "the iframe is not sandboxed: {opening}"
+        view.contains("<iframe sandbox srcdoc="),
+        "{src}: no sandboxed HTML part"
     );
-    assert!(frame.contains("Hej Åsa Öberg"), "no HTML part shown");
-    assert!(text_pane(&dom).contains("Hej Åsa Öberg,"));
+    assert!(view.contains("1001-asa-oberg-"), "{src}: no file name");
+    let page = env.read("preview/index.html");
+    assert!(
+        !page.contains("Vad har hänt?"),
+        "a message body in index.html"
+    );
 
-    // Searching for a customer: only the matching row stays, and their message is shown.
+    // Searching for a customer: only the matching row is listed, and their message shown.
     let dom = headless(
         &exe,
         &proxy,
         &["--dump-dom"],
         &format!("{url}#q=Sj%C3%B6str%C3%B6m"),
     );
-    assert_eq!(visible_keys(&dom), ["1003"], "{:?}", rows(&dom));
-    assert_eq!(
-        rows(&dom).len(),
-        EXAMPLE_ROWS,
-        "rows are hidden, not removed"
-    );
-    assert_eq!(count(&dom), format!("1 av {EXAMPLE_ROWS} meddelanden"));
+    assert_eq!(keys(&dom), ["1003"]);
+    assert_eq!(count(&dom), format!("1 av {EXAMPLE_ROWS} mottagare"));
     let m = meta(&dom);
     assert!(
         m.contains("Till:") && m.contains("Märta Sjöström <marta.sjostrom@example.org>"),
@@ -422,16 +548,44 @@ fn preview_page_lists_searches_and_shows_in_chromium() {
         m.contains("Ämne:") && m.contains("Viktig information om dina personuppgifter"),
         "{m}"
     );
-    assert!(m.contains("1003-marta-sjostrom.eml"), "{m}");
-    let text = text_pane(&dom);
-    assert!(text.contains("Hej Märta Sjöström,"), "{text}");
-    assert!(!text.contains("Åsa"), "another recipient's text: {text}");
-    assert!(iframe(&dom).contains("Hej Märta Sjöström"));
+    let view = view_page(&env, &frame_src(&dom).expect("shown"));
+    assert!(view.contains("Hej Märta Sjöström,"), "{view}");
+    assert!(view.contains("1003-marta-sjostrom-"), "{view}");
+    assert!(!view.contains("Åsa"), "another recipient's message");
+
+    // By category: "telefon" finds the three whose affected list holds it.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#q=telefon"));
+    assert_eq!(keys(&dom), ["1007", "1008", "1011"]);
 
     // Case does not matter; a shared address finds both of the household.
     let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#q=HOLM"));
-    assert_eq!(visible_keys(&dom), ["1004", "1005"]);
+    assert_eq!(keys(&dom), ["1004", "1005"]);
     assert!(meta(&dom).contains("Anders Holm"));
+
+    // The keyboard: down twice and Enter shows the third; in a search, down and Enter the
+    // second match.
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#keys=ArrowDown,ArrowDown,Enter"),
+    );
+    assert_eq!(selected(&dom), ["1003"]);
+    assert_eq!(shown(&dom), ["1003"]);
+    assert!(meta(&dom).contains("Märta Sjöström"), "{}", meta(&dom));
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#q=holm&keys=ArrowDown,Enter,ArrowUp"),
+    );
+    assert_eq!(selected(&dom), ["1004"], "up moved the cursor back");
+    assert_eq!(shown(&dom), ["1005"], "Enter showed the second");
+    assert!(meta(&dom).contains("Karin Holm"));
+
+    // The warning leads to its rows: both of the shared address.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#note=0"));
+    assert_eq!(keys(&dom), ["1004", "1005"]);
 
     // No match: nothing listed, nothing shown.
     let dom = headless(
@@ -440,8 +594,8 @@ fn preview_page_lists_searches_and_shows_in_chromium() {
         &["--dump-dom"],
         &format!("{url}#q=ingen-s%C3%A5dan"),
     );
-    assert!(visible_keys(&dom).is_empty(), "{:?}", rows(&dom));
-    assert!(text_pane(&dom).trim().is_empty());
+    assert!(keys(&dom).is_empty(), "{:?}", rows(&dom));
+    assert_eq!(frame_src(&dom), None);
     assert!(meta(&dom).contains("Ingen mottagare"));
 
     let requests = proxy.requests();
@@ -450,24 +604,189 @@ fn preview_page_lists_searches_and_shows_in_chromium() {
         "the preview page made network requests: {requests:?}"
     );
 
-    // The page itself refers to nothing remote: outside the messages' own text (the
-    // JSON data), no http(s) URL, and a policy that forbids loading any.
-    let page = env.read("preview/index.html");
+    // The pages refer to nothing remote: outside the messages' own text, no http(s) URL,
+    // and a policy that forbids loading any.
     let data_start = page
-        .find("<script id=\"data\" type=\"application/json\">")
+        .find("<script id=\"rows\" type=\"application/json\">")
         .expect("the data block");
-    let data_end = data_start + page[data_start..].find("</script>").expect("its end");
+    let data_end = data_start + page[data_start..].find("<script>").expect("its end");
     let outside = format!("{}{}", &page[..data_start], &page[data_end..]);
     for scheme in ["http://", "https://", "src=\"//", "url("] {
         assert!(
             !outside.contains(scheme),
-            "the page refers to {scheme} outside the messages"
+            "the page refers to {scheme} outside the data"
         );
     }
+    for p in [outside.as_str(), view.as_str()] {
+        assert!(
+            p.contains("Content-Security-Policy") && p.contains("default-src 'none'"),
+            "no content security policy"
+        );
+    }
+}
+
+#[test]
+fn generated_mailing_page_counts_variants_and_finds_by_category() {
+    let Some(exe) = chromium_or_skip() else {
+        return;
+    };
+    let env = TestEnv::example();
+    let rows = 630;
+    let data = generated(&env, rows);
+    // One variant per combination of affected and confirmed as the templates read it.
+    let expected: std::collections::BTreeSet<(String, String)> = data
+        .iter()
+        .map(|(_, _, a, c)| (a.clone(), c.to_lowercase()))
+        .collect();
+    assert_eq!(expected.len(), GENERATED_AFFECTED.len() * 2);
+    // Only the first 8 rows get a message of their own.
+    let run = env.run(&["preview", "--limit", "8"]);
+    run.expect_code(0);
     assert!(
-        outside.contains("Content-Security-Policy") && outside.contains("default-src 'none'"),
-        "no content security policy"
+        run.stderr
+            .contains(&format!("{} variants of the notice", expected.len()))
+            || run
+                .stdout
+                .contains(&format!("{} variants of the notice", expected.len())),
+        "{}",
+        run.all()
     );
+    let url = file_url(&env.path("preview/index.html"));
+    let proxy = Proxy::start();
+
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &url);
+    assert_eq!(variant_rows(&dom).len(), expected.len());
+    let counts = variant_counts(&dom);
+    assert_eq!(counts.iter().sum::<u64>(), rows as u64);
+    for (k, (affected, confirmed)) in expected.iter().enumerate() {
+        let want = data
+            .iter()
+            .filter(|(_, _, a, c)| a == affected && c.to_lowercase() == *confirmed)
+            .count() as u64;
+        assert!(
+            counts.contains(&want),
+            "variant {k} ({affected}, {confirmed}): {counts:?}"
+        );
+    }
+    assert_eq!(count(&dom), format!("{rows} mottagare"));
+    assert!(
+        keys(&dom).len() < 60,
+        "the list drew {} rows: it must draw only those in view",
+        keys(&dom).len()
+    );
+    assert!(
+        body_data(&dom, "ready-ms").is_some(),
+        "the page never got ready"
+    );
+
+    // By category: every row whose list holds "telefon", in CSV order.
+    let telefon: Vec<&String> = data
+        .iter()
+        .filter(|(_, _, a, _)| a.split('|').any(|c| c == "telefon"))
+        .map(|(k, _, _, _)| k)
+        .collect();
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#q=telefon&keys=ArrowDown,ArrowDown,ArrowDown,Enter"),
+    );
+    assert_eq!(
+        count(&dom),
+        format!("{} av {rows} mottagare", telefon.len())
+    );
+    assert_eq!(
+        keys(&dom)[..3],
+        [telefon[0].clone(), telefon[1].clone(), telefon[2].clone()]
+    );
+    assert_eq!(selected(&dom), [telefon[3].clone()]);
+    assert_eq!(shown(&dom), [telefon[3].clone()]);
+    assert!(body_data(&dom, "search-ms").is_some());
+    // The fourth match lies past --limit 8: the page shows its variant's example, says
+    // so, and the example is of the same variant (it lists the telephone number).
+    let fourth = data
+        .iter()
+        .position(|(k, _, _, _)| k == telefon[3])
+        .expect("row");
+    assert!(
+        fourth >= 8,
+        "the data changed: the fourth match is row {fourth}"
+    );
+    let m = meta(&dom);
+    assert!(m.contains("Visar variantens exempel"), "{m}");
+    assert!(m.contains("skrevs inte (--limit)"), "{m}");
+    let src = frame_src(&dom).expect("a message shown");
+    let example_row: usize = src[1..src.len() - 5].parse().expect("vN.html");
+    assert_eq!(
+        data[example_row].2, data[fourth].2,
+        "an example of another variant"
+    );
+    let view = view_page(&env, &src);
+    assert!(
+        view.contains("Telefonnummer") || view.contains("telefonnummer"),
+        "{src}"
+    );
+    // The first match is within the limit: its own message, no such note.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#q=telefon"));
+    assert_eq!(shown(&dom), [telefon[0].clone()]);
+    assert!(!meta(&dom).contains("Visar variantens exempel"));
+    let own = data
+        .iter()
+        .position(|(k, _, _, _)| k == telefon[0])
+        .expect("row");
+    assert_eq!(frame_src(&dom), Some(format!("v{own}.html")));
+
+    // Down far past the rows drawn at first: the list follows the cursor.
+    let downs = vec!["ArrowDown"; 100].join(",");
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#keys={downs},Enter"),
+    );
+    assert_eq!(selected(&dom), [data[100].0.clone()]);
+    assert!(meta(&dom).contains(&data[100].1), "{}", meta(&dom));
+
+    // A variant picked: its rows, and its example.
+    let dom = headless(&exe, &proxy, &["--dump-dom"], &format!("{url}#v=2"));
+    assert_eq!(count(&dom), format!("{} av {rows} mottagare", counts[1]));
+    assert!(requests_none(&proxy));
+
+    // --variants: one message per variant, and every customer still found.
+    let run = env.run(&["preview", "--variants"]);
+    run.expect_code(0);
+    let emls = std::fs::read_dir(env.path("preview"))
+        .expect("preview/")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
+        .count();
+    assert_eq!(emls, expected.len());
+    assert!(
+        run.stdout
+            .contains(&format!("written {} to", expected.len())),
+        "{}",
+        run.all()
+    );
+    let last = &data[rows - 1];
+    let dom = headless(
+        &exe,
+        &proxy,
+        &["--dump-dom"],
+        &format!("{url}#q={}", last.0),
+    );
+    assert_eq!(keys(&dom), std::slice::from_ref(&last.0));
+    let m = meta(&dom);
+    assert!(m.contains("preview --variants"), "{m}");
+    assert!(frame_src(&dom).is_some());
+    assert!(requests_none(&proxy));
+}
+
+fn requests_none(proxy: &Proxy) -> bool {
+    let r = proxy.requests();
+    assert!(r.is_empty(), "network requests: {r:?}");
+    true
 }
 
 /// PNG signature, then the IHDR chunk's width and height.
@@ -487,30 +806,37 @@ fn preview_page_screenshot() {
     };
     let (env, url) = previewed();
     let proxy = Proxy::start();
-    let shot = env.path("preview.png");
-    headless(
-        &exe,
-        &proxy,
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1400,1000",
-            "--hide-scrollbars",
-        ],
-        &url,
-    );
-    let bytes = std::fs::read(&shot).expect("chromium wrote the screenshot");
-    assert_eq!(png_size(&bytes), (1400, 1000));
-    // A blank or unstyled page compresses to a few kilobytes; the rendered page does not.
-    assert!(
-        bytes.len() > 40_000,
-        "suspiciously small screenshot: {} bytes",
-        bytes.len()
-    );
-    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
-    if std::env::var_os("UTSKICK_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
-        let docs = repo().join("docs");
-        std::fs::create_dir_all(&docs).expect("docs/");
-        std::fs::write(docs.join("preview.png"), &bytes).expect("docs/preview.png");
-        eprintln!("wrote {}", docs.join("preview.png").display());
+    for (name, width, height, fragment) in [
+        ("preview.png", 1400, 1000, "#q=bank"),
+        ("preview-phone.png", 390, 844, ""),
+    ] {
+        let shot = env.path(name);
+        headless(
+            &exe,
+            &proxy,
+            &[
+                &format!("--screenshot={}", shot.display()),
+                &format!("--window-size={width},{height}"),
+                "--hide-scrollbars",
+                // Time for the message's frames to paint on a loaded machine.
+                "--virtual-time-budget=5000",
+            ],
+            &format!("{url}{fragment}"),
+        );
+        let bytes = std::fs::read(&shot).expect("chromium wrote the screenshot");
+        assert_eq!(png_size(&bytes), (width, height));
+        // A blank or unstyled page compresses to a few kilobytes; the rendered page does not.
+        assert!(
+            bytes.len() > 20_000,
+            "suspiciously small screenshot: {} bytes",
+            bytes.len()
+        );
+        if std::env::var_os("UTSKICK_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+            let docs = repo().join("docs");
+            std::fs::create_dir_all(&docs).expect("docs/");
+            std::fs::write(docs.join(name), &bytes).expect("docs/");
+            eprintln!("wrote {}", docs.join(name).display());
+        }
     }
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
 }

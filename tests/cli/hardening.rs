@@ -236,20 +236,30 @@ fn utf16_with_and_without_bom() {
     let server = SmtpServer::plain();
     let env = example(&server);
     let text = env.read("recipients.example.csv");
-    let mut le: Vec<u8> = vec![0xFF, 0xFE];
-    le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
-    env.write("recipients.example.csv", &le);
-    refused(
-        &env,
-        &server,
-        &[&format!(
-            "error: {CSV}:1: the file is UTF-16 (Excel's \"Unicode text\"): save it as \"CSV UTF-8\" or \"CSV (semikolonavgränsad)\""
-        )],
-    );
-    let mut be: Vec<u8> = vec![0xFE, 0xFF];
-    be.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
-    env.write("recipients.example.csv", &be);
-    refused(&env, &server, &[]);
+    // With a byte-order mark, either byte order, UTF-16 is read (Excel's "Unicode text").
+    for big_endian in [false, true] {
+        let mut bytes: Vec<u8> = if big_endian {
+            vec![0xFE, 0xFF]
+        } else {
+            vec![0xFF, 0xFE]
+        };
+        bytes.extend(text.encode_utf16().flat_map(|u| {
+            if big_endian {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        }));
+        env.write("recipients.example.csv", &bytes);
+        let preview = env.run(&["preview"]);
+        no_panic(&preview);
+        preview.expect_code(0);
+        assert!(
+            preview.stdout.contains("rows 12, valid 12, invalid 0"),
+            "{}",
+            preview.all()
+        );
+    }
     let no_bom: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
     env.write("recipients.example.csv", &no_bom);
     refused(
@@ -424,17 +434,22 @@ fn rows_with_more_or_fewer_fields_than_the_header() {
             "1002,Bo,bo@example.se,19800101-0000,Gatan 1,namn",
             "1003,Cia,cia@example.se,19800101-0000,Gatan 1,namn,ja,extra",
             "1004,\"Dan, \"\"Danne\"\"\",dan@example.se,19800101-0000,\"Gatan 1\n2 tr\",namn,ja",
+            // An empty field past the last column is Excel's `;;`: not a field.
             "1005,Eva,eva@example.se,19800101-0000,Gatan 1,namn,ja,",
         ],
     );
-    refused(
+    let (preview, _) = refused(
         &env,
         &server,
         &[
             &format!("{CSV}:3: has 6 fields but the header has 7 (a stray delimiter or quote?)"),
             &format!("{CSV}:4: has 8 fields but the header has 7 (a stray delimiter or quote?)"),
-            &format!("{CSV}:7: has 8 fields but the header has 7 (a stray delimiter or quote?)"),
         ],
+    );
+    assert!(
+        !preview.stderr.contains(&format!("{CSV}:7:")),
+        "{}",
+        preview.stderr
     );
 }
 

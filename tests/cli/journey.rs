@@ -184,7 +184,8 @@ fn first_send_then_status_retry_and_retry_permanent() {
     run.expect_code(0);
     let report = env.read("rapport.md");
     assert!(
-        report.contains("Notified by email (accepted by the relay, no bounce since): 12"),
+        report
+            .contains("Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): 12"),
         "{report}"
     );
     assert!(

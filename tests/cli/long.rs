@@ -123,7 +123,7 @@ fn assert_no_token_shown(run: &Run) {
 /// Twelve messages at 2/s through a relay that takes a token for 4 s after its issue,
 /// with tokens living 2 s (`configure` says how the run learns that): the run must fetch
 /// new ones ahead of their end, and the relay never has to refuse one.
-fn tokens_renewed_ahead(configure: impl FnOnce(&TestEnv)) {
+fn tokens_renewed_ahead(configure: impl FnOnce(&TestEnv)) -> Run {
     let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 4000));
     let env = example(&server);
     configure(&env);
@@ -138,12 +138,14 @@ fn tokens_renewed_ahead(configure: impl FnOnce(&TestEnv)) {
     assert_eq!(refusals(&server), 0, "{:#?}", server.dialogue());
     assert!(server.seen("AUTH") >= EXAMPLE_ROWS / 2);
     assert_no_token_shown(&run);
+    run
 }
 
 #[test]
 fn a_run_longer_than_a_tokens_life_fetches_new_tokens_and_sends_everyone() {
     // The JSON's expires_in says 2 s.
-    tokens_renewed_ahead(|env| token_command(env, Some(2)));
+    let run = tokens_renewed_ahead(|env| token_command(env, Some(2)));
+    assert!(!run.stderr.contains("token failed"), "{}", run.stderr);
 }
 
 #[test]
@@ -156,10 +158,33 @@ fn a_bare_token_lives_token_lifetime_secs() {
 }
 
 #[test]
+fn a_token_command_failing_once_mid_run_is_waited_for() {
+    // The token endpoint is down for the second fetch (a network blip); the third works.
+    let run = tokens_renewed_ahead(|env| {
+        token_command(env, Some(2));
+        let script = env.read("token.sh");
+        let script = script.replacen(
+            "ms=",
+            "if [ \"$n\" = 2 ]; then echo 'curl: (6) Could not resolve host' >&2; exit 6; fi\nms=",
+            1,
+        );
+        env.write("token.sh", script);
+    });
+    // The failure was seen, waited for, and its output (stderr of curl) not shown.
+    assert!(
+        run.stderr
+            .contains("the command for the OAuth2 access token failed (exit status: 6)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Could not resolve"), "{}", run.stderr);
+}
+
+#[test]
 fn a_token_the_relay_refuses_is_fetched_again_once_and_the_run_goes_on() {
-    // The command says an hour, but the relay takes a token for 1 s only (revoked early,
+    // The command says an hour, but the relay takes a token for 1.5 s only (revoked early,
     // as when an admin rotates the app's secret): every later login is refused first.
-    let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 1000));
+    let server = token_relay(|t| token_parts(t).is_some_and(|(_, ms)| now_ms() - ms <= 1500));
     let env = example(&server);
     token_command(&env, Some(3600));
     env.set("sending", "rate", "\"2/s\"");

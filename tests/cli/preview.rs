@@ -7,13 +7,54 @@ use mail_parser::MessageParser;
 
 use crate::support::testenv::TestEnv;
 
-/// The entries of preview/index.html's embedded JSON.
-fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
+/// The text between `start` and the next `end` after it.
+fn cut<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page.find(start).unwrap_or_else(|| panic!("no {start:?}")) + start.len();
+    let to = from
+        + page[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("no {end:?}"));
+    &page[from..to]
+}
+
+/// The recipients of preview/index.html (its JSON rows), each with what its message page
+/// `vN.html` shows: key, name, email, line, the list columns' values as the page shows
+/// them (`affected`), and file, subject, text and html.
+pub(crate) fn index_entries(env: &TestEnv) -> Vec<serde_json::Value> {
     let html = env.read("preview/index.html");
-    let needle = "<script id=\"data\" type=\"application/json\">";
-    let start = html.find(needle).expect("data script") + needle.len();
-    let end = start + html[start..].find("</script>").expect("end of data");
-    serde_json::from_str(&html[start..end].replace("\\u003c", "<")).expect("index JSON")
+    let rows = cut(
+        &html,
+        "<script id=\"rows\" type=\"application/json\">",
+        "</script>",
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&rows.replace("\\u003c", "<")).expect("index JSON");
+    let meta: serde_json::Value = serde_json::from_str(
+        &cut(
+            &html,
+            "<script id=\"pagedata\" type=\"application/json\">",
+            "</script>",
+        )
+        .replace("\\u003c", "<"),
+    )
+    .expect("page data JSON");
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let view = env.path(&format!("preview/v{i}.html"));
+        if !view.exists() {
+            continue;
+        }
+        let page = std::fs::read_to_string(view).expect("message page");
+        out.push(serde_json::json!({
+            "key": row[0], "name": row[1], "email": row[2], "line": row[3],
+            "affected": meta["cats"][row[5].as_u64().unwrap_or(u64::MAX) as usize],
+            "file": crate::browser::decode(cut(&page, "<b>Fil:</b> ", " · ")),
+            "subject": crate::browser::decode(cut(&page, "<title>", "</title>")),
+            "text": crate::browser::decode(cut(&page, "<pre id=\"text\">", "</pre>")),
+            "html": crate::browser::decode(cut(&page, "srcdoc=\"", "\"")),
+        }));
+    }
+    out
 }
 
 #[test]
@@ -166,7 +207,28 @@ fn limit_writes_first_n_but_validates_all() {
         "{}",
         run.stdout
     );
-    assert_eq!(index_entries(&env).len(), 2);
+    // The page lists every valid row; two have their own message, the others are shown
+    // by their variant's example, which has no .eml.
+    let html = env.read("preview/index.html");
+    let rows = cut(
+        &html,
+        "<script id=\"rows\" type=\"application/json\">",
+        "</script>",
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(rows).expect("rows");
+    assert_eq!(rows.len(), 12);
+    let entries = index_entries(&env);
+    let own: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| {
+            env.path("preview")
+                .join(e["file"].as_str().expect("file"))
+                .is_file()
+        })
+        .collect();
+    assert_eq!(own.len(), 2, "{entries:?}");
+    assert_eq!(own[0]["key"], "1001");
+    assert_eq!(own[1]["key"], "1002");
     let emls = std::fs::read_dir(env.path("preview"))
         .expect("dir")
         .filter(|e| {
@@ -344,4 +406,183 @@ fn header_injection_through_the_csv_never_makes_a_header() {
     );
     let msg = MessageParser::default().parse(&bytes).expect("parses");
     assert!(msg.bcc().is_none());
+}
+
+/// Every `.eml` in preview/: its file name and the address in its To.
+fn written_to(env: &TestEnv) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(env.path("preview")).expect("preview/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("eml");
+        let msg = MessageParser::default().parse(&bytes).expect("parses");
+        let to = msg
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .expect("To")
+            .to_string();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        out.push((name, to));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn keys_that_differ_only_in_punctuation_get_a_file_each() {
+    // The default key is the address: these three once shared one file.
+    let env = TestEnv::example();
+    env.unset("recipients", "key_column");
+    env.write(
+        "recipients.example.csv",
+        "customer_id,name,email,personnummer,address,affected,confirmed\n\
+         1,Anna Ek,anna.ek@example.se,1,x,namn,ja\n\
+         2,Anna Ek,anna_ek@example.se,1,x,namn|adress,ja\n\
+         3,Anna Ek,anna+ek@example.se,1,x,namn,nej\n",
+    );
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("rendered 3, written 3 "),
+        "{}",
+        run.all()
+    );
+    let files = written_to(&env);
+    let mut addresses: Vec<&str> = files.iter().map(|(_, to)| to.as_str()).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        [
+            "anna+ek@example.se",
+            "anna.ek@example.se",
+            "anna_ek@example.se"
+        ],
+        "{files:?}"
+    );
+    // The index links each customer to their own letter.
+    let entries = index_entries(&env);
+    assert_eq!(entries.len(), 3);
+    for e in &entries {
+        let file = e["file"].as_str().expect("file");
+        let to = &files
+            .iter()
+            .find(|(name, _)| name == file)
+            .expect("linked file")
+            .1;
+        assert_eq!(Some(to.as_str()), e["email"].as_str(), "{file}");
+    }
+}
+
+#[test]
+fn hostile_and_long_keys_stay_inside_the_folder() {
+    let env = TestEnv::example();
+    let long = "k".repeat(3000);
+    env.write(
+        "recipients.example.csv",
+        format!(
+            "customer_id,name,email,personnummer,address,affected,confirmed\n\
+             ../../escaped,A,a@example.se,1,x,namn,ja\n\
+             a/b/c,B,b@example.se,1,x,namn,ja\n\
+             ..,C,c@example.se,1,x,namn,ja\n\
+             /etc/passwd,D,d@example.se,1,x,namn,ja\n\
+             {long},E,e@example.se,1,x,namn,ja\n\
+             {long}x,F,f@example.se,1,x,namn,ja\n"
+        ),
+    );
+    let before: Vec<_> = std::fs::read_dir(env.root()).expect("root").collect();
+    let run = env.run(&["preview"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("written 6 "), "{}", run.all());
+    let files = written_to(&env);
+    assert_eq!(files.len(), 6, "{files:?}");
+    for (name, _) in &files {
+        assert!(name.len() <= 120, "{name}");
+    }
+    // Nothing appeared beside the preview folder, nor above the test's folder.
+    let after: Vec<_> = std::fs::read_dir(env.root()).expect("root").collect();
+    assert_eq!(before.len() + 1, after.len(), "only preview/ is new");
+    assert!(
+        !env.root()
+            .parent()
+            .expect("parent")
+            .join("escaped.eml")
+            .exists()
+    );
+    let entries = index_entries(&env);
+    let linked: std::collections::HashSet<&str> =
+        entries.iter().filter_map(|e| e["file"].as_str()).collect();
+    assert_eq!(linked.len(), 6);
+}
+
+#[test]
+fn keys_that_differ_only_in_punctuation_get_an_archive_file_each() {
+    // The archive names its files as preview does: one file per key, each holding that
+    // customer's own message exactly as the relay received it.
+    let server = crate::support::smtp_server::SmtpServer::plain();
+    let env = TestEnv::example();
+    env.relay(server.port());
+    env.set("journal", "archive", "\"sent\"");
+    env.unset("recipients", "key_column");
+    let addresses = [
+        "anna.ek@example.se",
+        "anna_ek@example.se",
+        "anna+ek@example.se",
+    ];
+    env.write(
+        "recipients.example.csv",
+        format!(
+            "customer_id,name,email,personnummer,address,affected,confirmed\n\
+             1,Anna Ek,{},1,x,namn,ja\n2,Anna Ek,{},1,x,namn,ja\n3,Anna Ek,{},1,x,namn,ja\n",
+            addresses[0], addresses[1], addresses[2]
+        ),
+    );
+    env.run(&["send", "--yes"]).expect_code(0);
+    let received = server.wait_for_received(3, std::time::Duration::from_secs(5));
+    assert_eq!(received.len(), 3);
+    let mut archived: Vec<(String, Vec<u8>)> = std::fs::read_dir(env.path("sent"))
+        .expect("archive")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&path).expect("archived"))
+        })
+        .collect();
+    archived.sort();
+    assert_eq!(
+        archived.len(),
+        3,
+        "{:?}",
+        archived.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    let mut to: Vec<String> = Vec::new();
+    for (name, bytes) in &archived {
+        let msg = MessageParser::default().parse(bytes).expect("parses");
+        let addr = msg
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .expect("To")
+            .to_string();
+        let got = received
+            .iter()
+            .find(|r| r.rcpt_to.iter().any(|t| t.eq_ignore_ascii_case(&addr)))
+            .unwrap_or_else(|| panic!("{name}: the relay got nothing for {addr}"));
+        assert!(got.data == *bytes, "{name}: not the bytes the relay got");
+        to.push(addr);
+    }
+    to.sort();
+    let mut want: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    want.sort();
+    assert_eq!(to, want);
 }

@@ -89,6 +89,8 @@ fn a_421_at_the_greeting_pauses_that_connection_and_the_run_goes_on() {
         Event::Greeting if (2..=4).contains(&ctx.connection) => {
             Action::reply("421 4.7.0 Try again later, closing connection.")
         }
+        // Slow messages, so that the run needs more than one connection.
+        Event::EndOfData { .. } => Action::delay(Duration::from_millis(100), Action::Default),
         _ => Action::Default,
     }));
     let env = example(&server);
@@ -152,6 +154,11 @@ fn quota_replies_stop_cleanly_with_nobody_failed() {
             "454 Throttling failure: Daily message quota exceeded",
         ),
         (
+            "Emailit at MAIL FROM",
+            true,
+            "452 4.5.3 Daily message limit exceeded",
+        ),
+        (
             "Exchange Online after the data",
             false,
             "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message Cannot submit message.",
@@ -172,6 +179,8 @@ fn quota_replies_stop_cleanly_with_nobody_failed() {
         }));
         let env = example(&server);
         env.set("sending", "concurrency", "1");
+        // Stopping at a quota is `when_limited = "stop"`; the default waits it out.
+        env.set("sending", "when_limited", "\"stop\"");
         let run = send(&env, &[]);
         run.expect_code(3);
         assert!(run.all().contains("quota"), "{what}: {}", run.all());
@@ -274,4 +283,81 @@ fn published_replies_end_to_end() {
         );
         run.expect_code(if want == "sent" { 0 } else { 3 });
     }
+}
+
+#[test]
+fn a_421_at_auth_is_the_relays_not_a_refused_login() {
+    // A 421, and smtp.msndr.net's published 550 at AUTH that names a rate (reply corpus):
+    // the relay's pushback, not a refused password.
+    for reply in [
+        "421 4.7.0 Try again later, closing connection.",
+        "550 Too many messages. Try again in 92 seconds.",
+    ] {
+        let server = SmtpServer::start(
+            ServerOptions::default()
+                .auth("utskick@example.se", "rätt-lösenord")
+                .require_auth()
+                .on(move |e, ctx| match e {
+                    Event::Auth { .. } if (2..=3).contains(&ctx.connection) => Action::reply(reply),
+                    Event::EndOfData { .. } => {
+                        Action::delay(Duration::from_millis(100), Action::Default)
+                    }
+                    _ => Action::Default,
+                }),
+        );
+        let env = example(&server);
+        env.set("smtp", "auth", "\"plain\"");
+        env.set("smtp", "username", "\"utskick@example.se\"");
+        env.set("smtp", "password_env", "\"UTSKICK_SMTP_PASSWORD\"");
+        env.set("sending", "concurrency", "3");
+        let run = env.run_env(
+            &["send", "--yes"],
+            &[("UTSKICK_SMTP_PASSWORD", "rätt-lösenord")],
+        );
+        run.expect_code(0);
+        assert!(
+            !run.all().contains("refused the login"),
+            "{reply}: {}",
+            run.all()
+        );
+        assert!(
+            server.connections() >= 3,
+            "{reply}: {}",
+            server.connections()
+        );
+        assert!(
+            states(&env).values().all(|s| s == "sent"),
+            "{reply}: {:?}",
+            states(&env)
+        );
+        assert_eq!(server.received().len(), EXAMPLE_ROWS, "{reply}");
+    }
+}
+
+#[test]
+fn a_relay_asking_for_smtp_authentication_at_rcpt_stops_with_nobody_failed() {
+    // cPanel's Exim refuses every recipient of a client that has not logged in, with a bare
+    // 550 (reply corpus). That is the configuration's failure: the run stops (exit 1) and
+    // no recipient is written off as failed-permanent.
+    let reply = "550-Please turn on SMTP Authentication in your mail client, or login to the\r\n550-IMAP/POP3 server before sending your message. (utskick.example.se)\r\n550-[192.0.2.10]:42630 is not permitted to relay through this server without\r\n550 authentication.";
+    let server = SmtpServer::start(ServerOptions::default().on(move |e, _ctx| match e {
+        Event::Rcpt { .. } => Action::reply(reply),
+        _ => Action::Default,
+    }));
+    let env = example(&server);
+    env.set("sending", "concurrency", "1");
+    let run = send(&env, &[]);
+    run.expect_code(1);
+    assert!(run.all().contains("refused the login"), "{}", run.all());
+    assert!(
+        env.events("failed").is_empty(),
+        "{:?}",
+        env.events("failed")
+    );
+    assert!(
+        states(&env).values().all(|s| s == "pending"),
+        "{:?}",
+        states(&env)
+    );
+    assert!(server.received().is_empty());
 }

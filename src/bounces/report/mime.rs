@@ -15,6 +15,8 @@ pub(crate) struct Parts {
     pub(crate) reported_ids: Vec<String>,
     /// A `message/disposition-notification` part was seen (a read receipt).
     pub(crate) disposition: bool,
+    /// A `message/feedback-report` part was seen (an ARF abuse report, RFC 5965).
+    pub(crate) feedback: bool,
     pub(crate) plain: Vec<String>,
     pub(crate) html: Vec<String>,
 }
@@ -46,6 +48,7 @@ impl Parts {
             ("message", "disposition-notification" | "global-disposition-notification") => {
                 self.disposition = true;
             }
+            ("message", "feedback-report") => self.feedback = true,
             ("message", "rfc822" | "global")
             | ("text", "rfc822-headers")
             | ("message", "global-headers") => {
@@ -153,7 +156,7 @@ pub(crate) fn status_fields_recipients(text: &str) -> (Vec<BounceRecipient>, boo
             .to_ascii_lowercase();
         let diagnostic = get("diagnostic-code")
             .map(|d| collapse_reply(strip_type(d)))
-            .map(|d| one_line(&d, MAX_DIAGNOSTIC_CHARS))
+            .map(|d| one_line_within(&d, MAX_DIAGNOSTIC_CHARS))
             .unwrap_or_default();
         let status = get("status")
             .and_then(find_enhanced_status)
@@ -169,11 +172,7 @@ pub(crate) fn status_fields_recipients(text: &str) -> (Vec<BounceRecipient>, boo
             (None, "delayed") => "4.0.0".to_string(),
             (None, _) => continue,
         };
-        let class = if action == "delayed" || status.starts_with('4') {
-            Class::Transient
-        } else {
-            Class::Permanent
-        };
+        let class = verdict(&action, &status, Words::of(&diagnostic.to_lowercase()));
         let action = if action.is_empty() {
             default_action(class).to_string()
         } else {

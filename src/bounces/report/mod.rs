@@ -4,32 +4,37 @@
 //! may still refuse it hours later and mail a bounce back to our sender address. Until such
 //! a bounce is booked in the journal, the recipient counts as `sent` although they were never
 //! told about the breach. This module turns one raw message from the bounce mailbox into a
-//! [`Report`]: whether it is a bounce at all (RFC 3464 reports as well as the common
-//! non-standard texts of qmail, Exim, Gmail and Exchange), which addresses failed with which
-//! status and diagnostic, whether that failure is permanent, and the Message-ID of our
-//! original notice, which our deterministic IDs let the caller match exactly. Auto-replies
-//! are recognized so they can be counted and set aside. Parsing is best-effort and total:
-//! any bytes give a report, never a panic.
+//! [`Report`]: whether it is a bounce at all (RFC 3464 reports as well as the text layouts
+//! of the common servers), which addresses failed with which status and diagnostic, whether
+//! that failure is final (the report's own words first, then the status digit), and the
+//! Message-ID of our original notice, which our deterministic IDs let the caller match
+//! exactly. Auto-replies and feedback reports are recognized so they can be counted and set
+//! aside. Parsing is best-effort and total: any bytes give a report, never a panic.
+//!
+//! The parts, as the old single file's sections were: `headers` (header fields and
+//! Message-IDs), `mime` (the MIME parts and RFC 3464's per-recipient fields), `status`
+//! (status codes and the verdict), `layouts` (text layouts, one file per server family),
+//! `auto_reply`, `address`.
 
 mod address;
 mod auto_reply;
 mod headers;
+mod layouts;
 mod mime;
 mod status;
-mod text;
 
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::{Header, HeaderValue, Message, MessageParser, MessagePart, PartType};
 use sha2::{Digest, Sha256};
 
 use crate::journal::Class;
-use crate::render::hex;
+use crate::text::{hex, one_line_within};
 use address::*;
 use auto_reply::*;
 use headers::*;
+use layouts::*;
 use mime::*;
 use status::*;
-use text::*;
 
 /// What kind of message a [`Report`] was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,7 +138,7 @@ pub fn parse(raw: &[u8]) -> Report {
         .into_iter()
         .next()
         .unwrap_or_else(sha_id);
-    let subject = one_line(header_text(top, "Subject").unwrap_or(""), MAX_SUBJECT_CHARS);
+    let subject = one_line_within(header_text(top, "Subject").unwrap_or(""), MAX_SUBJECT_CHARS);
 
     let parts = Parts::collect(&message);
     let body = parts.body_text();
@@ -148,7 +153,11 @@ pub fn parse(raw: &[u8]) -> Report {
         _ => String::new(),
     };
 
-    let (kind, recipients) = if !parts.status.is_empty() || report_type == "delivery-status" {
+    // A feedback report (a complaint) quotes our message but says nothing about delivery.
+    let feedback = parts.feedback || report_type == "feedback-report";
+    let (kind, recipients) = if feedback {
+        (ReportKind::Other, Vec::new())
+    } else if !parts.status.is_empty() || report_type == "delivery-status" {
         let mut recipients = Vec::new();
         let mut saw_block = false;
         for block in &parts.status {
@@ -157,7 +166,7 @@ pub fn parse(raw: &[u8]) -> Report {
             recipients.extend(found);
         }
         if !saw_block {
-            recipients = text_bounce_recipients(&body, &subject);
+            recipients = text_bounce_recipients(top, &body, &subject);
         }
         (ReportKind::Dsn, recipients)
     } else if let Some(recipients) = text_bounce(top, &subject, &body) {
@@ -203,9 +212,15 @@ pub fn parse(raw: &[u8]) -> Report {
 /// mail-parser package in the dev profile keeps its message off stderr.)
 fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     let parser = MessageParser::new();
-    let nesting = count_ascii_ci(raw, b"message/rfc822")
-        + count_ascii_ci(raw, b"message/global")
-        + count_ascii_ci(raw, b"multipart/digest");
+    let lower = raw.to_ascii_lowercase();
+    let nesting: usize = [
+        &b"message/rfc822"[..],
+        b"message/global",
+        b"multipart/digest",
+    ]
+    .iter()
+    .map(|needle| memchr::memmem::find_iter(&lower, needle).count())
+    .sum();
     let full = nesting <= MAX_NESTED_MESSAGES;
     if full && let Ok(parsed) = std::panic::catch_unwind(|| parser.parse(raw)) {
         return parsed;
@@ -213,44 +228,6 @@ fn parse_mime(raw: &[u8]) -> Option<Message<'_>> {
     std::panic::catch_unwind(|| parser.parse_headers(raw))
         .ok()
         .flatten()
-}
-
-fn count_ascii_ci(haystack: &[u8], needle: &[u8]) -> usize {
-    if needle.is_empty() {
-        return 0;
-    }
-    haystack
-        .windows(needle.len())
-        .filter(|w| w.eq_ignore_ascii_case(needle))
-        .count()
-}
-
-/// The text on one line: control characters and runs of white space become one space,
-/// cut to `max` characters.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut count = 0;
-    let mut pending_space = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c.is_control() {
-            pending_space = !out.is_empty();
-            continue;
-        }
-        if pending_space {
-            if count + 1 >= max {
-                break;
-            }
-            out.push(' ');
-            count += 1;
-            pending_space = false;
-        }
-        if count >= max {
-            break;
-        }
-        out.push(c);
-        count += 1;
-    }
-    out
 }
 
 /// Keeps the first report of each address.
@@ -319,38 +296,52 @@ mod tests {
         columns
     }
 
-    #[test]
-    fn corpus_matches_expected_tsv() {
-        let expected = std::fs::read_to_string(format!("{CORPUS}/expected.tsv")).unwrap();
+    /// Checks every fixture of `dir` against its table `tsv` (file, [layout,] then the
+    /// columns of [`summary`]): the table lists every `.eml` there and no other, and each
+    /// parses to its row. Returns the number of rows.
+    fn check_table(dir: &str, tsv: &str, with_layout: bool) -> usize {
+        let table = std::fs::read_to_string(format!("{dir}/{tsv}")).unwrap();
         let mut listed = Vec::new();
         let mut failures = Vec::new();
-        for line in expected.lines() {
+        for line in table.lines() {
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
             let mut columns: Vec<&str> = line.split('\t').collect();
             let file = columns.remove(0);
+            let layout = if with_layout { columns.remove(0) } else { "" };
             listed.push(file.to_string());
-            let report = parse(&corpus(file));
-            let got = summary(&report);
+            let raw = std::fs::read(format!("{dir}/{file}")).unwrap();
+            let got = summary(&parse(&raw));
             if got != columns {
                 failures.push(format!(
-                    "{file}:\n  expected {columns:?}\n  got      {got:?}"
+                    "{file} {layout}:\n  expected {columns:?}\n  got      {got:?}"
                 ));
             }
         }
-        let mut on_disk: Vec<String> = std::fs::read_dir(CORPUS)
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".eml"))
             .collect();
         on_disk.sort();
         listed.sort();
-        assert_eq!(
-            on_disk, listed,
-            "every .eml is in expected.tsv and no other"
-        );
+        assert_eq!(on_disk, listed, "every .eml is in {tsv} and no other");
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+        listed.len()
+    }
+
+    #[test]
+    fn corpus_matches_expected_tsv() {
+        check_table(CORPUS, "expected.tsv", false);
+    }
+
+    /// The layouts table: one fixture per server family's layout, with what it must give
+    /// (recipient, status, and the verdict: permanent is booked, transient is a delay).
+    #[test]
+    fn layouts_match_their_table() {
+        let rows = check_table(&format!("{CORPUS}/layouts"), "layouts.tsv", true);
+        assert!(rows >= 25);
     }
 
     #[test]
@@ -487,12 +478,28 @@ mod tests {
     }
 
     #[test]
-    fn failed_with_4xx_status_is_transient() {
+    fn failed_with_4xx_status_is_final() {
+        // Issue 16: the report's Action speaks first; the server has given up.
         let report = parse(&dsn_with(
             "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 4.4.7\r\n",
         ));
-        assert_eq!(report.recipients[0].class, Class::Transient);
+        assert_eq!(report.recipients[0].class, Class::Permanent);
+        assert_eq!(report.recipients[0].status, "4.4.7");
         assert_eq!(report.recipients[0].action, "failed");
+        // Delayed with a 4.x.x is a delay; without an Action, final words decide.
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nAction: delayed\r\nStatus: 4.4.7\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Transient);
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nStatus: 4.4.7\r\n\
+             Diagnostic-Code: X-Postfix; retry timeout exceeded\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Permanent);
+        let report = parse(&dsn_with(
+            "Final-Recipient: rfc822; x@example.com\r\nStatus: 4.4.7\r\n",
+        ));
+        assert_eq!(report.recipients[0].class, Class::Transient);
     }
 
     #[test]
@@ -545,8 +552,8 @@ mod tests {
         assert!(d.starts_with("550 first second third xxx"), "{d}");
         assert_eq!(d.chars().count(), MAX_DIAGNOSTIC_CHARS);
         assert!(!d.contains(['\r', '\n', '\t']));
-        assert_eq!(one_line("  a \r\n b\u{0}c  ", 500), "a b c");
-        assert_eq!(one_line("abc def", 4), "abc");
+        assert_eq!(one_line_within("  a \r\n b\u{0}c  ", 500), "a b c");
+        assert_eq!(one_line_within("abc def", 4), "abc");
     }
 
     #[test]
@@ -776,6 +783,72 @@ mod tests {
                 assert!(r.diagnostic.chars().count() <= MAX_DIAGNOSTIC_CHARS);
                 assert!(!r.diagnostic.contains(['\r', '\n']));
             }
+        }
+    }
+
+    /// Every fixture of both tables.
+    fn all_fixtures() -> Vec<Vec<u8>> {
+        let mut files = Vec::new();
+        for dir in [CORPUS.to_string(), format!("{CORPUS}/layouts")] {
+            let mut paths: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect();
+            paths.sort();
+            files.extend(paths.into_iter().map(|p| std::fs::read(p).unwrap()));
+        }
+        files
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 200,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// No report parser panics on a mutated fixture: bytes flipped, the message cut,
+        /// pieces repeated, separators and line breaks put in. Each text layout is run on
+        /// its own too, not only the first that finds something.
+        #[test]
+        fn no_report_parser_panics_on_mutated_fixtures(
+            pick in proptest::prelude::any::<proptest::sample::Index>(),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 0u8..5, proptest::prelude::any::<u8>()),
+                1..16,
+            ),
+        ) {
+            let files = all_fixtures();
+            let mut raw = files[pick.index(files.len())].clone();
+            for (at, op, byte) in edits {
+                let at = at.index(raw.len() + 1);
+                match op {
+                    0 if at < raw.len() => raw[at] = byte,
+                    1 => raw.truncate(at),
+                    2 => {
+                        let chunk: Vec<u8> = raw[at..].iter().take(usize::from(byte)).copied().collect();
+                        raw.splice(at..at, chunk);
+                    }
+                    3 => {
+                        let piece: &[u8] = [&b"\n"[..], b"\r\n", b":", b"<", b">", b"@", b"\n\n", b"\xff", b" 550 ", b"(reason: "]
+                            [usize::from(byte) % 10];
+                        raw.splice(at..at, piece.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + usize::from(byte)).min(raw.len());
+                        raw.drain(at..end);
+                    }
+                }
+            }
+            let report = parse(&raw);
+            for r in &report.recipients {
+                proptest::prop_assert!(r.diagnostic.chars().count() <= MAX_DIAGNOSTIC_CHARS);
+                proptest::prop_assert!(!r.diagnostic.contains(['\r', '\n']));
+                proptest::prop_assert!(!r.email.is_empty());
+            }
+            let text = String::from_utf8_lossy(&raw);
+            layouts::every_layout(&text, &report.subject);
         }
     }
 }

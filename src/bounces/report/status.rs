@@ -104,16 +104,98 @@ pub(crate) fn derive_status(diagnostic: &str) -> Option<String> {
     Some(format!("{class}.{detail}"))
 }
 
-/// A recipient of a text bounce, its status from the diagnostic or from what the bounce
-/// says about all its recipients (`permanent`).
+/// Phrases by which a report says its server has given up: final whatever the status digit
+/// (Exim's "retry timeout exceeded" comes with the last 4xx reply it got, qmail's "I've
+/// given up" with a 4.4.x).
+pub(crate) const FINAL_WORDS: &[&str] = &[
+    "permanent error",
+    "permanent failure",
+    "permanent fatal error",
+    "failed permanently",
+    "given up",
+    "giving up",
+    "retry timeout exceeded",
+    "not going to try again",
+    "envelope expired",
+    "will not be retried",
+];
+
+/// Phrases of a delay notice: the server is still trying.
+pub(crate) const DELAY_WORDS: &[&str] = &[
+    "has been delayed",
+    "have been delayed",
+    "has not yet been delivered",
+    "have not yet been delivered",
+    "not delivered yet",
+    "temporary failure",
+    "transient non-fatal error",
+    "will be retried",
+    "will retry",
+    "still trying",
+    "delivery delayed",
+    "(delay)",
+    "delivery is delayed",
+    "only a temporary failure report",
+];
+
+/// What a report's own words say about the failures it lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Words {
+    /// It says it has given up.
+    pub(crate) final_: bool,
+    /// It says it is still trying.
+    pub(crate) delay: bool,
+}
+
+impl Words {
+    /// The words of a lower-cased text.
+    pub(crate) fn of(lower: &str) -> Words {
+        Words {
+            final_: FINAL_WORDS.iter().any(|w| lower.contains(w)),
+            delay: DELAY_WORDS.iter().any(|w| lower.contains(w)),
+        }
+    }
+
+    /// Both texts' words.
+    pub(crate) fn or(self, other: Words) -> Words {
+        Words {
+            final_: self.final_ || other.final_,
+            delay: self.delay || other.delay,
+        }
+    }
+}
+
+/// Whether a failure is final: the report's `Action` first (`failed` is final whatever the
+/// status digit, `delayed` is a delay), then its words ("permanent error", "given up",
+/// "retry timeout exceeded" are final; "still trying" is a delay), and only then the status
+/// digit (4.x.x a delay, anything else final).
+pub(crate) fn verdict(action: &str, status: &str, words: Words) -> Class {
+    match action {
+        "failed" => Class::Permanent,
+        "delayed" => Class::Transient,
+        _ if words.final_ => Class::Permanent,
+        _ if words.delay => Class::Transient,
+        _ if status.starts_with('4') => Class::Transient,
+        _ => Class::Permanent,
+    }
+}
+
+/// A recipient of a text bounce: its status from its diagnostic (else from what the bounce
+/// says: `5.0.0` for a failure, `4.0.0` for a delay), its class from the bounce's words and
+/// its own diagnostic's ([`verdict`]). None for a 2.x.x (delivered).
 pub(crate) fn text_recipient(
     email: String,
     diagnostic: &str,
-    permanent: bool,
+    words: Words,
 ) -> Option<BounceRecipient> {
-    let diagnostic = one_line(&collapse_reply(diagnostic), MAX_DIAGNOSTIC_CHARS);
+    let diagnostic = one_line_within(&collapse_reply(diagnostic), MAX_DIAGNOSTIC_CHARS);
+    let words = words.or(Words::of(&diagnostic.to_lowercase()));
     let status = derive_status(&diagnostic).unwrap_or_else(|| {
-        let class = if permanent { '5' } else { '4' };
+        let class = if words.delay && !words.final_ {
+            '4'
+        } else {
+            '5'
+        };
         let detail = if mentions_mailbox_full(&diagnostic) {
             "2.2"
         } else {
@@ -124,11 +206,7 @@ pub(crate) fn text_recipient(
     if status.starts_with('2') {
         return None;
     }
-    let class = if status.starts_with('4') || !permanent && !status.starts_with('5') {
-        Class::Transient
-    } else {
-        Class::Permanent
-    };
+    let class = verdict("", &status, words);
     Some(BounceRecipient {
         email,
         status,
@@ -190,5 +268,42 @@ pub(crate) fn default_action(class: Class) -> &'static str {
     match class {
         Class::Permanent => "failed",
         Class::Transient => "delayed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reports_words_come_before_the_digit() {
+        let none = Words::default();
+        let final_ = Words::of("this is a permanent error; i've given up.");
+        let delay = Words::of("delivery to the following recipient has been delayed");
+        assert!(final_.final_ && !final_.delay);
+        assert!(delay.delay && !delay.final_);
+        assert_eq!(verdict("failed", "4.4.7", delay), Class::Permanent);
+        assert_eq!(verdict("delayed", "5.1.1", final_), Class::Transient);
+        assert_eq!(verdict("", "4.4.1", final_), Class::Permanent);
+        assert_eq!(verdict("", "5.1.1", delay), Class::Transient);
+        assert_eq!(verdict("", "4.4.1", none), Class::Transient);
+        assert_eq!(verdict("", "5.1.1", none), Class::Permanent);
+        assert!(Words::of("451 retry timeout exceeded").final_);
+    }
+
+    #[test]
+    fn text_recipient_status_and_class() {
+        let r = text_recipient(
+            "a@b.se".into(),
+            "Giving up on 192.0.2.1. 451 4.4.1 busy",
+            Words::default(),
+        )
+        .unwrap();
+        assert_eq!((r.status.as_str(), r.class), ("4.4.1", Class::Permanent));
+        let r = text_recipient("a@b.se".into(), "", Words::of("has been delayed")).unwrap();
+        assert_eq!((r.status.as_str(), r.class), ("4.0.0", Class::Transient));
+        let r = text_recipient("a@b.se".into(), "mailbox is full", Words::default()).unwrap();
+        assert_eq!((r.status.as_str(), r.class), ("5.2.2", Class::Permanent));
+        assert!(text_recipient("a@b.se".into(), "250 2.0.0 ok", Words::default()).is_none());
     }
 }

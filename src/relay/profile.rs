@@ -9,8 +9,89 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Profile, Rate};
-use crate::limit_window::{self, DailyWindow};
+use crate::config::Rate;
+use crate::send::window::{self, DailyWindow};
+
+use serde::Deserialize;
+
+/// The kind of relay, for its usual limits (`[smtp] profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Microsoft 365 / Exchange Online (smtp.office365.com).
+    Microsoft365,
+    /// Google Workspace or Gmail, a user's mailbox (smtp.gmail.com).
+    Google,
+    /// Google Workspace's SMTP relay service (smtp-relay.gmail.com).
+    GoogleRelay,
+    /// Amazon SES (email-smtp.REGION.amazonaws.com).
+    Ses,
+    /// Azure Communication Services (smtp.azurecomm.net).
+    Acs,
+    /// A relay with no known limits (a company Postfix).
+    None,
+}
+
+impl Profile {
+    /// The profile a relay host name suggests.
+    pub fn guess(host: &str) -> Profile {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host == "smtp.office365.com" || host.ends_with(".mail.protection.outlook.com") {
+            Profile::Microsoft365
+        } else if host == "smtp-relay.gmail.com" {
+            Profile::GoogleRelay
+        } else if host == "smtp.gmail.com" || host == "smtp.googlemail.com" {
+            Profile::Google
+        } else if host.starts_with("email-smtp.") && host.ends_with(".amazonaws.com") {
+            Profile::Ses
+        } else if host == "smtp.azurecomm.net" {
+            Profile::Acs
+        } else {
+            Profile::None
+        }
+    }
+
+    /// The rate and the daily limit this kind of relay allows one sender by default, filled
+    /// in where the config sets none (README's "Relay profiles" says where they come from).
+    pub fn limits(self) -> (Option<Rate>, Option<u64>) {
+        let per_min = |count| Rate {
+            count,
+            per: Duration::from_secs(60),
+        };
+        match self {
+            Profile::Microsoft365 => (Some(per_min(30)), Some(10_000)),
+            Profile::Google => (None, Some(2_000)),
+            Profile::GoogleRelay => (None, Some(10_000)),
+            Profile::Ses => (
+                Some(Rate {
+                    count: 1,
+                    per: Duration::from_secs(1),
+                }),
+                None,
+            ),
+            Profile::Acs => (
+                Some(Rate {
+                    count: 100,
+                    per: Duration::from_secs(3600),
+                }),
+                None,
+            ),
+            Profile::None => (None, None),
+        }
+    }
+
+    /// The name used in config.toml.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Microsoft365 => "microsoft365",
+            Profile::Google => "google",
+            Profile::GoogleRelay => "google-relay",
+            Profile::Ses => "ses",
+            Profile::Acs => "acs",
+            Profile::None => "none",
+        }
+    }
+}
 
 /// What a provider allows one sending identity beyond `rate` and `daily_limit` (whose
 /// numbers are `config::Profile::limits`, filled into `[sending]` where unset).
@@ -72,7 +153,8 @@ pub struct Estimate {
     pub duration: Duration,
     /// When the last message starts.
     pub finish: SystemTime,
-    /// The windows it waits for (0: it fits in what is left of today's).
+    /// The times it waits for the window to reopen (0: it fits in what is left of
+    /// today's); messages held one after another by the window count as one wait.
     pub waits: u64,
 }
 
@@ -92,16 +174,19 @@ pub fn estimate(
     let mut t = now;
     let mut last = now;
     let mut waits = 0;
+    let mut held_before = false;
     for i in 0..messages {
         if i > 0 {
             t += interval;
         }
         if let Some(w) = window.as_mut() {
             let open = w.reopens(t, 0);
-            if open > t {
-                waits += 1;
+            let held = open > t;
+            if held {
+                waits += u64::from(!held_before);
                 t = open;
             }
+            held_before = held;
             w.record(t);
         }
         last = t;
@@ -170,7 +255,7 @@ impl Estimate {
         format!(
             "{what}: takes about {}{windows}; the last message goes out about {} (local time)",
             human_duration(self.duration),
-            limit_window::local_time(self.finish)
+            window::local_time(self.finish)
         )
     }
 
@@ -208,11 +293,10 @@ pub fn for_run(
 ) -> (String, Option<String>) {
     let now = SystemTime::now();
     let window = config.sending.daily_limit.map(|limit| {
-        DailyWindow::from_journal(
+        DailyWindow::new(
             limit,
-            limit_window::DAY,
-            journal.sent_ts_last_24h.iter().map(String::as_str),
-            now,
+            window::DAY,
+            journal.sent_times_last_24h.iter().copied(),
         )
     });
     let e = estimate(messages, config.sending.rate, window, now);
@@ -242,7 +326,7 @@ mod tests {
         let window = c
             .sending
             .daily_limit
-            .map(|l| DailyWindow::new(l, limit_window::DAY, used.iter().copied()));
+            .map(|l| DailyWindow::new(l, window::DAY, used.iter().copied()));
         (
             estimate(messages, c.sending.rate, window, now()),
             allowance(c.smtp.profile),
@@ -262,10 +346,7 @@ mod tests {
         // 20,000: the 10,001st waits until 24 h after the first, then 9,999 more at 2 s.
         let (e, a) = run(M365, 20_000, &[]);
         assert_eq!(e.waits, 1);
-        assert_eq!(
-            e.duration,
-            limit_window::DAY + Duration::from_secs(9_999 * 2)
-        );
+        assert_eq!(e.duration, window::DAY + Duration::from_secs(9_999 * 2));
         assert_eq!(human_duration(e.duration), "1 day 5 h");
         let w = e.warning(a.as_ref()).expect("warning");
         assert!(
@@ -295,15 +376,36 @@ mod tests {
     }
 
     #[test]
+    fn messages_held_one_after_another_are_one_wait() {
+        // 2,000 sent in the last 24 h at 30/min, the oldest 23 h ago; the config now says
+        // 1000/s: after the first wait the window, not the rate, paces every message.
+        let first = now() - Duration::from_secs(23 * 3600);
+        let used: Vec<SystemTime> = (0..2_000u64)
+            .map(|i| first + Duration::from_secs(i * 2))
+            .collect();
+        let c = config("smtp.gmail.com");
+        let window = DailyWindow::new(2_000, window::DAY, used);
+        let fast = Rate {
+            count: 1000,
+            per: Duration::from_secs(1),
+        };
+        let e = estimate(100, fast, Some(window), now());
+        assert_eq!(e.waits, 1);
+        // The 100th starts when the 100th oldest leaves: 1 h + 99 × 2 s from now.
+        assert_eq!(
+            e.duration,
+            Duration::from_secs(3600) + Duration::from_secs(99 * 2)
+        );
+        assert_eq!(c.sending.daily_limit, Some(2_000));
+    }
+
+    #[test]
     fn google_two_thousand_a_day_its_relay_ten_thousand() {
         // No published rate: the default 30/min, 2 s apart.
         let (e, a) = run("smtp.gmail.com", 5_000, &[]);
         // Two waits of a day; 999 intervals after the last opening.
         assert_eq!(e.waits, 2);
-        assert_eq!(
-            e.duration,
-            2 * limit_window::DAY + Duration::from_secs(999 * 2)
-        );
+        assert_eq!(e.duration, 2 * window::DAY + Duration::from_secs(999 * 2));
         assert!(e.warning(a.as_ref()).is_some());
         let (relay, a) = run("smtp-relay.gmail.com", 5_000, &[]);
         assert_eq!(relay.waits, 0);

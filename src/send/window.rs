@@ -52,23 +52,6 @@ impl DailyWindow {
         }
     }
 
-    /// From the journal's timestamps (RFC 3339); one that does not parse counts as now,
-    /// which errs on the side of sending less.
-    pub fn from_journal<'a>(
-        limit: u64,
-        span: Duration,
-        timestamps: impl IntoIterator<Item = &'a str>,
-        now: SystemTime,
-    ) -> Self {
-        Self::new(
-            limit,
-            span,
-            timestamps
-                .into_iter()
-                .map(|t| humantime::parse_rfc3339(t).unwrap_or(now)),
-        )
-    }
-
     /// The limit.
     pub fn limit(&self) -> u64 {
         self.limit
@@ -182,14 +165,12 @@ pub struct Wait {
 impl Limits {
     /// For a run of `config`, with the journal's sends of the last 24 hours.
     pub fn new(config: &crate::config::Config, journal: &crate::journal::Journal) -> Limits {
-        let now = SystemTime::now();
         Limits {
             window: config.sending.daily_limit.map(|limit| {
-                DailyWindow::from_journal(
+                DailyWindow::new(
                     limit,
                     window_length(),
-                    journal.sent_ts_last_24h.iter().map(String::as_str),
-                    now,
+                    journal.sent_times_last_24h.iter().copied(),
                 )
             }),
             policy: Policy::of(config),
@@ -371,19 +352,6 @@ mod tests {
         assert_eq!(w.room(at(2), 9), 0);
         // More in flight than the limit: wait for the last one's window.
         assert_eq!(w.reopens(at(2), 9), at(1) + DAY);
-    }
-
-    #[test]
-    fn journal_times_parse_and_a_bad_one_counts_as_now() {
-        let now = humantime::parse_rfc3339("2026-12-01T10:00:00Z").expect("time");
-        let mut w =
-            DailyWindow::from_journal(2, DAY, ["2026-11-30T11:00:00.123Z", "not a time"], now);
-        assert_eq!(w.used(now), 2);
-        let reopens = w.reopens(now, 0);
-        assert_eq!(
-            reopens,
-            humantime::parse_rfc3339("2026-12-01T11:00:00.123Z").expect("time")
-        );
     }
 
     #[test]
