@@ -239,6 +239,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::Success);
     }
 
+    crate::deliverability::signing::for_config(&mailing.config).input()?;
     // The relay: secret, then a connection and login before the question.
     let settings = relay_settings(&mailing.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -299,7 +300,12 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     {
         out.info(&format!("estimate: {e}"));
     }
-    if !plan.yes && !confirm(&question, out)? {
+    if !plan.yes
+        && !confirm(
+            &crate::deliverability::confirmation(&question, &mailing.config),
+            out,
+        )?
+    {
         runtime.block_on(first.quit());
         let _ = writer.close();
         return Err(Fail::Input(anyhow!("not confirmed: nothing was sent")));
