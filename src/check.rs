@@ -1,10 +1,16 @@
 //! `check`: everything `send` does before its first message, without sending: config, CSV,
-//! templates, every message rendered, the journal readable and free, the secret, then a
-//! connection and login to the relay. One line per step; exit 0 only if a send would start.
+//! templates, every message rendered, the links in them, the journal readable and free, the
+//! secret, then a connection and login to the relay, and what Gmail and Outlook.com will
+//! make of the From domain's SPF, DKIM and DMARC records. One line per step; exit 0 only
+//! if a send would start (deliverability gaps are warnings: they do not stop a send).
+//!
+//! `check --verify FILE.eml` instead reports on a test message as it was received.
 
 use anyhow::anyhow;
 
+use crate::cli::CheckArgs;
 use crate::config::{AuthMethod, Config, Security};
+use crate::deliverability::{self, Finding, Level};
 use crate::exit_codes::ExitCode;
 use crate::journal::{Journal, State};
 use crate::mailing::Mailing;
@@ -16,8 +22,28 @@ fn line(out: &Output, step: &str, ok: bool, text: &str) {
     out.summary(&format!("{step:<10} {mark} {text}"));
 }
 
-/// Runs `check`.
-pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail> {
+/// A warning: the step passes, but something should be mended.
+fn warn_line(out: &Output, step: &str, text: &str) {
+    out.summary(&format!("{step:<10} warn {text}"));
+}
+
+/// A deliverability finding, with the record to add on the next line.
+fn finding(out: &Output, f: &Finding) {
+    match f.level {
+        Level::Ok => line(out, f.topic, true, &f.text),
+        Level::Warn => warn_line(out, f.topic, &f.text),
+    }
+    if let Some(fix) = &f.fix {
+        out.summary(&format!("{:<15} {fix}", ""));
+    }
+}
+
+/// Runs `check` (or, with `--verify`, the report on a received test message).
+pub fn run(
+    config_path: &std::path::Path,
+    args: &CheckArgs,
+    out: &Output,
+) -> Result<ExitCode, Fail> {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -33,6 +59,18 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         true,
         &format!("{} (campaign {})", config_path.display(), config.campaign),
     );
+    if let Some(file) = &args.verify {
+        return verify(&config, file, out);
+    }
+    let dkim = match deliverability::Settings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            line(out, "dkim", false, &format!("{e:#}"));
+            return Err(Fail::Input(anyhow!(
+                "the DKIM key is not usable: no message can be built"
+            )));
+        }
+    };
     let mailing = match Mailing::open(config.clone()) {
         Ok(m) => m,
         Err(e) => {
@@ -83,6 +121,19 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
         pre.render_errors.is_empty(),
         &format!("{} rendered", pre.rendered),
     );
+    let allowed = deliverability::links::allowed(&config.sender.domain, &config.check.link_domains);
+    let links = deliverability::links::preflight_warnings(&config);
+    if links.is_empty() {
+        line(
+            out,
+            "links",
+            true,
+            &format!("every link goes to {}", allowed.join(", ")),
+        );
+    }
+    for w in &links {
+        warn_line(out, "links", w);
+    }
     let mut input_ok = invalid == 0;
     let journal_path = &mailing.config.journal.path;
     match Journal::read(journal_path) {
@@ -179,11 +230,55 @@ pub fn run(config_path: &std::path::Path, out: &Output) -> Result<ExitCode, Fail
             return Err(Fail::Fatal(anyhow!("the relay is not usable")));
         }
     }
+    for f in runtime.block_on(deliverability::assess(&mailing.config, &dkim)) {
+        finding(out, &f);
+    }
     if !input_ok {
         return Err(Fail::Input(anyhow!(
             "fix the problems above before sending"
         )));
     }
     out.info("a send would start");
+    Ok(ExitCode::Success)
+}
+
+/// `check --verify FILE.eml`: exit 0 when the message's DKIM signatures verify and the
+/// receiver reported no failure, 1 otherwise (the lines say which).
+fn verify(config: &Config, file: &std::path::Path, out: &Output) -> Result<ExitCode, Fail> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Fail::Input(anyhow!("cannot read {}: {e}", file.display())))?;
+    let auth = deliverability::dns::authenticator(config.check.dns_server).map_err(Fail::Fatal)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::Fatal(anyhow!("cannot start the async runtime: {e}")))?;
+    let findings = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                deliverability::DEADLINE,
+                deliverability::verify::verify(&auth, &bytes),
+            )
+            .await
+        })
+        .map_err(|_| {
+            Fail::Fatal(anyhow!(
+                "the DNS look-ups for {} took too long",
+                file.display()
+            ))
+        })?
+        .map_err(|e| Fail::Input(anyhow!("{}: {e}", file.display())))?;
+    for f in &findings {
+        finding(out, f);
+    }
+    if findings.iter().any(|f| f.level == Level::Warn) {
+        return Err(Fail::Fatal(anyhow!(
+            "{} does not pass everything Gmail and Outlook.com require (see above)",
+            file.display()
+        )));
+    }
+    out.info(&format!(
+        "{}: DKIM verifies, and the receiver reports no failure",
+        file.display()
+    ));
     Ok(ExitCode::Success)
 }

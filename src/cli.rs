@@ -91,8 +91,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  utskick preview --out /tmp/granskning --limit 20")]
     Preview(PreviewArgs),
 
-    /// Preflight, then connect and log in to the relay without sending.
-    #[command(after_help = "Example:\n  UTSKICK_SMTP_PASSWORD=... utskick check")]
+    /// Preflight, then connect and log in to the relay without sending; look up the From
+    /// domain's SPF, DKIM and DMARC records.
+    #[command(
+        after_help = "Examples:\n  UTSKICK_SMTP_PASSWORD=... utskick check\n  utskick check --verify ~/Downloads/testmeddelande.eml"
+    )]
     Check(CheckArgs),
 
     /// Deliver the notice to every recipient not yet sent.
@@ -250,6 +253,11 @@ pub struct BouncesArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub common: Common,
+
+    /// Verify a test message as received (saved .eml): its DKIM signature against DNS, and
+    /// what the receiving server wrote in Authentication-Results (spf, dkim, dmarc).
+    #[arg(long, value_name = "FILE.eml")]
+    pub verify: Option<PathBuf>,
 }
 
 /// `man`

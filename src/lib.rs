@@ -7,6 +7,7 @@ pub mod bounces;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod deliverability;
 pub mod exit_codes;
 pub mod flowed;
 pub mod init;
@@ -130,7 +131,7 @@ fn dispatch(cli: Cli, out: &Output) -> Result<ExitCode, Fail> {
         Command::Retry(args) => send::run_retry(load()?, args, out),
         Command::Status(args) => status::run(load()?, args, out),
         Command::Bounces(args) => bounces::run(load()?, args, out),
-        Command::Check(_) => check::run(&config, out),
+        Command::Check(args) => check::run(&config, args, out),
         Command::Init(args) => init::run(&args.dir, out),
         Command::Completions(args) => {
             let mut buf = Vec::new();

@@ -169,7 +169,7 @@ struct Envelope<'a> {
 }
 
 /// The one place where a message's wire bytes are made: headers of the contract and the
-/// MIME body. (A signature over them, where one is configured, belongs here too.)
+/// MIME body, and the DKIM signature over them where `[dkim] key_file` is set.
 fn build(
     config: &Config,
     recipient: &Recipient,
@@ -229,7 +229,8 @@ fn build(
         None => builder.singlepart(text),
     }
     .map_err(|e| anyhow!("cannot build the message: {e}"))?;
-    Ok(message.formatted())
+    // Signed here, so that preview, archive and relay see the same bytes.
+    crate::deliverability::signing::sign_message(config, message.formatted())
 }
 
 /// A body in quoted-printable (RFC 2045 6.7), encoded here rather than by lettre, which

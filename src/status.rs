@@ -62,6 +62,10 @@ pub struct Status {
     pub delays: u64,
     /// Whether the journal ends in a torn line (a crash mid-write).
     pub torn_tail: bool,
+    /// With `[recipients] language_column`: per language the rows get, the counts per
+    /// state (empty without one).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_language: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Reads the journal and the CSV into a `Status`.
@@ -72,11 +76,20 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         let reading = scope.spawn(|| Journal::read(&config.journal.path));
         let scanned = CsvSource::open(&config.recipients).and_then(|csv| {
             let mut rows = Vec::new();
-            let scan = csv.scan_keys(|r| {
-                rows.push((r.key, r.email, r.line));
-                Ok(())
-            })?;
-            Ok((csv, rows, scan))
+            let mut languages = Vec::new();
+            let scan = match languages_of_rows(config) {
+                // The language a row gets needs its cells and the templates there are.
+                Some(templates) => csv.scan(|r| {
+                    languages.push(templates.language_of(&r));
+                    rows.push((r.key, r.email, r.line));
+                    Ok(())
+                })?,
+                None => csv.scan_keys(|r| {
+                    rows.push((r.key, r.email, r.line));
+                    Ok(())
+                })?,
+            };
+            Ok((csv, rows, languages, scan))
         });
         let journal = reading
             .join()
@@ -84,13 +97,13 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         (journal, scanned)
     });
     let journal = journal?;
-    let (csv, rows, scan) = scanned.input()?;
+    let (csv, rows, languages, scan) = scanned.input()?;
     let invalid: Vec<(u64, String)> = scan
         .errors
         .iter()
         .map(|d| (d.line, d.to_string()))
         .collect();
-    let tally = tally(rows, scan.invalid, invalid, &journal);
+    let tally = tally(rows, &languages, scan.invalid, invalid, &journal);
     let status = Status {
         campaign: config.campaign.clone(),
         journal: config.journal.path.display().to_string(),
@@ -102,14 +115,24 @@ pub fn gather(config: &Config) -> Result<(Status, CsvSource, Journal), Fail> {
         test_sent: journal.test_sent,
         delays: journal.delays,
         torn_tail: journal.torn_tail,
+        by_language: tally.by_language,
     };
     Ok((status, csv, journal))
+}
+
+/// The templates that tell each row's language, where the config names a language column
+/// (templates that do not load leave status without the per-language counts: status must
+/// still show where the mailing stands).
+fn languages_of_rows(config: &Config) -> Option<Templates> {
+    config.recipients.language_column.as_ref()?;
+    Templates::load(config).ok()
 }
 
 /// The CSV's recipients counted by their journal state.
 #[derive(Debug, PartialEq, Eq)]
 struct Tally {
     counts: BTreeMap<String, u64>,
+    by_language: BTreeMap<String, BTreeMap<String, u64>>,
     total: u64,
     not_sent: Vec<NotSent>,
     not_in_csv: Vec<String>,
@@ -118,9 +141,11 @@ struct Tally {
 /// Counts the CSV's rows (key, email, line; in CSV order) by their state in the journal:
 /// every state counted, even at 0; rows the scan refused (`invalid` of them, `errors` as
 /// line and message) counted as `invalid` and listed among the not sent, in line order;
-/// the keys the journal knows but the CSV no longer has, sorted.
+/// the keys the journal knows but the CSV no longer has, sorted. `languages`, where not
+/// empty, holds each row's language, in the same order: the counts per language too.
 fn tally(
     rows: Vec<(String, String, u64)>,
+    languages: &[&str],
     invalid: u64,
     errors: Vec<(u64, String)>,
     journal: &Journal,
@@ -133,12 +158,20 @@ fn tally(
     let mut seen: HashSet<String, ahash::RandomState> = HashSet::default();
     seen.reserve(rows.len());
     let mut total = 0u64;
-    for (key, email, line) in rows {
+    let mut by_language: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (i, (key, email, line)) in rows.into_iter().enumerate() {
         total += 1;
         let entry = journal.recipients.get(&key);
         let state = entry.map_or(State::Pending, |j| j.state);
         if let Some(n) = counts.get_mut(state.name()) {
             *n += 1;
+        }
+        if let Some(language) = languages.get(i) {
+            *by_language
+                .entry((*language).to_string())
+                .or_default()
+                .entry(state.name().to_string())
+                .or_default() += 1;
         }
         if state != State::Sent {
             not_sent.push(NotSent {
@@ -176,6 +209,7 @@ fn tally(
     not_in_csv.sort();
     Tally {
         counts,
+        by_language,
         total,
         not_sent,
         not_in_csv,
@@ -258,6 +292,9 @@ pub fn table(s: &Status) -> String {
         ));
     }
     t.push_str(&format!("  {:<17} {:>8}\n", "total", s.total));
+    for (language, counts) in &s.by_language {
+        t.push_str(&format!("  language {language:<8} {}\n", per_state(counts)));
+    }
     if s.torn_tail {
         t.push_str("\nnote: the journal ends in a torn line (a crash in mid-write); the next send cuts it\n");
     }
@@ -306,6 +343,17 @@ pub fn table(s: &Status) -> String {
         t.push_str(&format!("\ntest deliveries: {}\n", s.test_sent));
     }
     t
+}
+
+/// One language's counts on a line: `sent 9, pending 1` (states with none left out).
+fn per_state(counts: &BTreeMap<String, u64>) -> String {
+    let mut parts = Vec::new();
+    for state in State::ALL {
+        if let Some(n) = counts.get(state.name()).filter(|n| **n > 0) {
+            parts.push(format!("{} {n}", state.name()));
+        }
+    }
+    parts.join(", ")
 }
 
 /// Writes every recipient not `sent` with all CSV columns plus `state` and `reason`; UTF-8
@@ -467,6 +515,11 @@ fn record(facts: &Facts, s: &Status) -> String {
     md.push_str(&format!(
         "- Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): {sent}\n"
     ));
+    for (language, counts) in &s.by_language {
+        let rows: u64 = counts.values().sum();
+        let sent = counts.get("sent").copied().unwrap_or(0);
+        md.push_str(&format!("  - på språket {language}: {sent} av {rows}\n"));
+    }
     md.push_str(&format!(
         "- Inte underrättade via e-post: {}\n\n",
         s.total.saturating_sub(sent)
@@ -601,7 +654,7 @@ mod tests {
             ("attempt", "e", serde_json::json!({})),
             ("sent", "e", serde_json::json!({"code": 250})),
         ]);
-        let t = tally(rows(&["e", "d", "c", "b", "a"]), 0, Vec::new(), &j);
+        let t = tally(rows(&["e", "d", "c", "b", "a"]), &[], 0, Vec::new(), &j);
         let want: BTreeMap<String, u64> = [
             ("sent", 2),
             ("failed-permanent", 1),
@@ -638,6 +691,7 @@ mod tests {
         let j = journal(&[]);
         let t = tally(
             rows(&["a", "b"]),
+            &[],
             2,
             vec![(5, "bad address".into()), (4, "bad key".into())],
             &j,
@@ -660,8 +714,31 @@ mod tests {
             ]
         );
         // Without invalid rows there is no `invalid` count at all.
-        let t = tally(rows(&["a"]), 0, Vec::new(), &j);
+        let t = tally(rows(&["a"]), &[], 0, Vec::new(), &j);
         assert!(!t.counts.contains_key("invalid"));
+    }
+
+    #[test]
+    fn rows_are_counted_per_language_they_get() {
+        let j = journal(&[
+            ("sent", "a", serde_json::json!({})),
+            ("sent", "c", serde_json::json!({})),
+        ]);
+        let t = tally(
+            rows(&["a", "b", "c", "d"]),
+            &["sv", "sv", "en", "en"],
+            0,
+            Vec::new(),
+            &j,
+        );
+        let sv = &t.by_language["sv"];
+        let en = &t.by_language["en"];
+        assert_eq!((sv["sent"], sv["pending"]), (1, 1));
+        assert_eq!((en["sent"], en["pending"]), (1, 1));
+        assert_eq!(per_state(sv), "sent 1, pending 1");
+        // Without a language column, no per-language counts at all.
+        let t = tally(rows(&["a", "b"]), &[], 0, Vec::new(), &j);
+        assert!(t.by_language.is_empty());
     }
 
     #[test]
@@ -698,7 +775,7 @@ mod tests {
             test: true,
         });
         let j = Journal::parse(text.as_bytes(), "j").expect("parses");
-        let t = tally(rows(&["a", "b"]), 0, Vec::new(), &j);
+        let t = tally(rows(&["a", "b"]), &[], 0, Vec::new(), &j);
         assert_eq!(t.counts.get("pending"), Some(&2), "a test changes no state");
         assert_eq!(j.test_sent, 1);
         assert_eq!((j.runs[0].sent, j.runs[0].failed), (1, 1));
@@ -713,7 +790,7 @@ mod tests {
              {\"event\":\"attempt\",\"ts\":\"2026-12-01T09:00:01.000Z\",\"run\":\"R\",\"key\":\"b\",\"email\":\"b@example.se\",\"message_id\":\"<b>\"}\n\
              {\"event\":\"failed\",\"ts\":\"2026-12-01T09:00:02.000Z\",\"run\":\"R\",\"key\":\"b\",\"email\":\"b@example.se\",\"message_id\":\"<b>\",\"code\":550,\"reply\":\"no\",\"class\":\"permanent\"}\n";
         let j = Journal::parse(text.as_bytes(), "j").expect("parses");
-        let t = tally(rows(&["a", "b"]), 0, Vec::new(), &j);
+        let t = tally(rows(&["a", "b"]), &["sv", "en"], 0, Vec::new(), &j);
         let status = Status {
             campaign: "c".into(),
             journal: "j".into(),
@@ -725,6 +802,7 @@ mod tests {
             test_sent: j.test_sent,
             delays: j.delays,
             torn_tail: false,
+            by_language: t.by_language,
         };
         let facts = Facts {
             campaign: "c".into(),
@@ -737,7 +815,7 @@ mod tests {
         assert!(md.contains("- Mottagare i listan: 2\n"), "{md}");
         assert!(
             md.contains(
-                "- Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): 0\n"
+                "- Underrättade via e-post (mottaget av e-postservern, ingen studs sedan): 0\n  - på språket en: 0 av 1\n  - på språket sv: 0 av 1\n"
             ),
             "{md}"
         );

@@ -34,6 +34,7 @@ const RARE_NOTES: usize = 20;
 /// Runs `preview`.
 pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode, Fail> {
     let mailing = Mailing::open(config)?;
+    crate::deliverability::signing::for_config(&mailing.config).input()?;
     let dir = args.out.clone().unwrap_or_else(|| {
         crate::config::resolve(&mailing.config.dir, std::path::Path::new("preview"))
     });
@@ -99,6 +100,16 @@ pub fn run(config: Config, args: &PreviewArgs, out: &Output) -> Result<ExitCode,
     let mut notes = notes(&pre, &list, variants.groups.len(), pre.rendered);
     for w in &pre.scan.warnings {
         out.warn(&w.to_string());
+    }
+    for w in crate::deliverability::links::preflight_warnings(&mailing.config) {
+        out.warn(&w);
+        notes.push(Note {
+            kind: "warn",
+            text: w,
+            line: None,
+            column: None,
+            variant: None,
+        });
     }
     let errors = pre.error_lines();
     for e in &errors {

@@ -383,13 +383,9 @@ impl Engine {
         {
             return None;
         }
-        let test_to = match &self.plan.selection {
-            Selection::Test { to } => Some(to.parse::<Address>().ok()?),
-            _ => None,
-        };
-        let delivery = match &test_to {
-            Some(to) => message::Delivery::Test { to, run: &self.run },
-            None => message::Delivery::Notice,
+        let delivery = match &self.plan.selection {
+            Selection::Test { to } => message::Delivery::Test { to, run: &self.run },
+            _ => message::Delivery::Notice,
         };
         let prepared = self
             .mailing

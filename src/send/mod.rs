@@ -42,8 +42,8 @@ pub enum Selection {
     },
     /// `send --test-to`: the first N recipients' messages, to one address.
     Test {
-        /// The test address.
-        to: String,
+        /// The test address, checked and parsed once for the run.
+        to: lettre::Address,
     },
 }
 
@@ -100,6 +100,9 @@ pub fn run_send(config: Config, args: &SendArgs, out: &Output) -> Result<ExitCod
         Some(to) => {
             let to = crate::recipients::normalize_email(to)
                 .map_err(|e| Fail::Input(anyhow!("--test-to: {e}")))?;
+            let to = to.parse::<lettre::Address>().map_err(|e| {
+                Fail::Input(anyhow!("--test-to: {to:?} is not a valid address ({e})"))
+            })?;
             Selection::Test { to }
         }
         None => Selection::Send,
@@ -277,6 +280,7 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::Success);
     }
 
+    crate::deliverability::signing::for_config(&mailing.config).input()?;
     // The relay: secret, then a connection and login before the question.
     let settings = relay_settings(&mailing.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -338,7 +342,12 @@ fn deliver(config: Config, plan: Plan, out: &Output) -> Result<ExitCode, Fail> {
     {
         out.info(&format!("estimate: {e}"));
     }
-    if !plan.yes && !confirm(&question, out)? {
+    if !plan.yes
+        && !confirm(
+            &crate::deliverability::confirmation(&question, &mailing.config),
+            out,
+        )?
+    {
         runtime.block_on(first.quit());
         let _ = writer.close();
         return Err(Fail::Input(anyhow!("not confirmed: nothing was sent")));

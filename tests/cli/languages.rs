@@ -317,3 +317,26 @@ fn a_template_error_on_every_row_does_not_suggest_skipping_everyone() {
         "3 of 12 rows cannot be sent: correct them, or leave them out with --skip-invalid",
     );
 }
+
+#[test]
+fn status_and_the_report_count_each_language() {
+    let env = TestEnv::example();
+    let status = env.run(&["status", "--report", "rapport.md"]);
+    status.expect_code(0);
+    assert!(
+        status.stdout.contains("  language en       pending 3\n"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("  language sv       pending 9\n"),
+        "{}",
+        status.stdout
+    );
+    let report = env.read("rapport.md");
+    assert!(report.contains("  - på språket en: 0 av 3\n"), "{report}");
+    assert!(report.contains("  - på språket sv: 0 av 9\n"), "{report}");
+    let json = env.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["by_language"]["en"]["pending"], 3);
+}

@@ -3,6 +3,7 @@
 
 mod support {
     pub mod daemon;
+    pub mod dns;
     pub mod dovecot;
     pub mod flowed;
     pub mod postfix;
@@ -12,6 +13,7 @@ mod support {
 }
 mod bounces;
 mod browser;
+mod check;
 mod errors;
 mod hardening;
 mod journal;

@@ -1542,11 +1542,12 @@ fn parse_path(arg: &str, keyword: &str) -> Option<(String, Vec<String>)> {
     Some((addr, params))
 }
 
-/// Standard base64 as SASL uses it (RFC 4648): padded when encoding, padding optional when
-/// decoding, as clients differ.
+/// Standard base64 as SASL uses it (RFC 4648; the crate utskick uses for DKIM): padded when
+/// encoding, padding optional when decoding, as clients differ.
 const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    base64::engine::general_purpose::PAD_INDIFFERENT,
+    base64::engine::general_purpose::PAD
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
 /// Standard base64 with padding.
