@@ -450,10 +450,12 @@ async fn connect_with(
             Ok(Err(e)) => {
                 let reply = Reply::from_error(&e);
                 return Err(match reply {
+                    // A rate or quota reply to AUTH is pushback, not a refused login: the
+                    // run pauses (and stops cleanly if it goes on), nobody is booked.
                     Some(r)
                         if matches!(
                             r.verdict(Stage::Auth),
-                            Verdict::RelayBusy | Verdict::Closing
+                            Verdict::RelayBusy | Verdict::Closing | Verdict::RelayQuota
                         ) =>
                     {
                         ConnectError::Busy { relay, reply: r }

@@ -289,9 +289,12 @@ fn published_replies_end_to_end() {
 fn a_421_at_auth_is_the_relays_not_a_refused_login() {
     // A 421, and smtp.msndr.net's published 550 at AUTH that names a rate (reply corpus):
     // the relay's pushback, not a refused password.
+    // Also a daily-quota reply (Gmail's 5.4.5 wording) on two connections: pushback that
+    // passes, not a refused login.
     for reply in [
         "421 4.7.0 Try again later, closing connection.",
         "550 Too many messages. Try again in 92 seconds.",
+        "550 5.4.5 Daily user sending limit exceeded. For more information on Gmail sending limits go to https://support.google.com/a/answer/166852",
     ] {
         let server = SmtpServer::start(
             ServerOptions::default()
