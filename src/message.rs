@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::recipients::{Recipient, one_line};
-use crate::render::{Rendered, hex};
+use crate::render::Rendered;
+use crate::text::hex;
 
 /// Where a message goes: to the recipient, or as a test delivery (`--test-to`) to another
 /// address.

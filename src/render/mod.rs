@@ -25,8 +25,7 @@ use tera::Tera;
 use crate::config::Config;
 use crate::recipients::{Recipient, one_line};
 
-/// Lower-case hex (the one helper, in `text`), for the callers that took it from here.
-pub use crate::text::hex;
+use crate::text::hex;
 use columns::{RecipientView, columns_named, columns_read, without_comments};
 pub use dates::{days_from_civil, english_date, svensk_datum};
 pub use languages::Tally;
