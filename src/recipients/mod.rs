@@ -35,7 +35,7 @@ use serde::ser::SerializeMap;
 pub use crate::text::one_line;
 pub use address::{normalize_email, to_header};
 pub use diagnostics::{Diagnostic, MAX_KEPT_DIAGNOSTICS, Severity};
-pub use file_name::{file_stem, slug};
+pub use file_name::slug;
 pub use rows::Scan;
 pub use sniff::{Encoding, detect_delimiter};
 
