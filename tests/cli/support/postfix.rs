@@ -342,8 +342,13 @@ postlog   unix-dgram n - n - 1 postlogd
             .status()
             .map_err(|e| (false, format!("cannot run postfix: {e}")))?;
         if !status.success() {
+            // The port `free_port` found can be taken by another test between its check and
+            // Postfix's bind: that start is tried again on another port.
+            let clash = fs::read_to_string(&self.log).is_ok_and(|log| {
+                log.contains(&format!("port {}: Address already in use", self.port))
+            });
             return Err((
-                false,
+                clash,
                 format!(
                     "`postfix -c {} start` exited with {status}",
                     self.config_dir.display()
