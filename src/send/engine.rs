@@ -368,8 +368,8 @@ impl Engine {
         );
     }
 
-    /// The job for a recipient this run takes on; None for the others (and for rows whose
-    /// message does not build: preflight reported them, `--skip-invalid` leaves them out).
+    /// The job for a recipient this run takes on; None for the others, and for a row whose
+    /// message does not build (said on stderr).
     fn build_job(
         &self,
         renderer: &crate::render::Renderer,
@@ -387,10 +387,23 @@ impl Engine {
             Selection::Test { to } => message::Delivery::Test { to, run: &self.run },
             _ => message::Delivery::Notice,
         };
-        let prepared = self
+        let prepared = match self
             .mailing
             .prepare_on(renderer, recipient, delivery, self.date)
-            .ok()?;
+        {
+            Ok(p) => p,
+            // Preflight built this message; one that no longer builds (a key file changed
+            // since, say) is not sent, and the operator is told which: the run then ends
+            // with it not attempted (exit 3), never silently.
+            Err(e) => {
+                eprintln!(
+                    "error: {}: its message could not be built, so it was not sent: {}",
+                    recipient.key,
+                    crate::text::one_line_within(&format!("{e:#}"), 200)
+                );
+                return None;
+            }
+        };
         Some(Job {
             key: recipient.key.clone(),
             email: prepared.rcpt.to_string(),

@@ -1813,3 +1813,26 @@ fn a_refused_sender_stops_the_run_and_books_no_recipient_as_failed() {
     send(&env, &[]).expect_code(0);
     assert_eq!(server.received().len(), EXAMPLE_ROWS);
 }
+
+#[test]
+fn a_row_whose_message_does_not_build_is_named_and_not_sent_with_skip_invalid() {
+    let server = SmtpServer::plain();
+    let env = example(&server);
+    // A template error for one customer only: preflight lists it, --skip-invalid sends the
+    // others, and the send names the one it left out instead of skipping it silently.
+    let body = env.read("templates/body.txt");
+    env.write(
+        "templates/body.txt",
+        format!(
+            "{{% if recipient.customer_id == \"1003\" %}}{{{{ no_such_value }}}}{{% endif %}}{body}"
+        ),
+    );
+    let run = env.run(&["send", "--yes", "--skip-invalid"]);
+    // Everyone the run could take on is sent: the row preflight refused is not one of them.
+    run.expect_code(0)
+        .expect_stderr("error: 1003: its message could not be built, so it was not sent");
+    assert_eq!(server.received().len(), 11, "{}", run.all());
+    let latest = env.latest();
+    assert_eq!(latest.get("1003"), None, "{latest:?}");
+    assert_eq!(latest.values().filter(|s| *s == "sent").count(), 11);
+}
